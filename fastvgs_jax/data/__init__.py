@@ -1,0 +1,1 @@
+"""Corpora, TFDS builders and Grain input pipelines."""

@@ -1,0 +1,1 @@
+"""The embedded "spoken scenes" corpus: rendered scenes, spoken captions, phone alignments."""
