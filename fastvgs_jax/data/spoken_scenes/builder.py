@@ -107,3 +107,12 @@ class SpokenScenes(tfds.core.GeneratorBasedBuilder):
             )
             self.info.metadata["split_hashes"] = dict(self._split_hashes)
             self.info.metadata["content_hash"] = combined.hexdigest()
+
+
+def make_builder(
+    data_dir: str, preset: str, seed: int = 0, num_workers: int | None = None
+) -> SpokenScenes:
+    """A builder for a preset and seed (registered configs by name, other seeds as objects)."""
+    config = builder_config(preset, seed)
+    chosen = config.name if seed == 0 else config
+    return SpokenScenes(config=chosen, data_dir=data_dir, num_workers=num_workers)
