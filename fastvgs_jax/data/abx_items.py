@@ -33,15 +33,12 @@ def utterance_items(
             continue
         onset = phone_starts[k - 1] / sample_rate
         offset = phone_ends[k + 1] / sample_rate
-        lines.append(
-            f"{file_id} {onset:.4f} {offset:.4f} {labels[k]} {labels[k - 1]} {labels[k + 1]} {speaker}"
-        )
+        triphone = f"{labels[k]} {labels[k - 1]} {labels[k + 1]}"
+        lines.append(f"{file_id} {onset:.4f} {offset:.4f} {triphone} {speaker}")
     return lines
 
 
-def item_file_text(
-    examples: Iterable[dict], inventory: Sequence[str], sample_rate: int
-) -> str:
+def item_file_text(examples: Iterable[dict], inventory: Sequence[str], sample_rate: int) -> str:
     """The whole item file for ``examples`` (dicts with utterance_id, speaker and phones)."""
 
     def text(value) -> str:

@@ -1,7 +1,7 @@
 """Builds a corpus (idempotently) and writes examples to look at.
 
-    python -m fastvgs_jax.data.build --corpus spoken_scenes --size small --data_dir data
-    python -m fastvgs_jax.data.build --size tiny --data_dir data --show 4 --out examples
+python -m fastvgs_jax.data.build --corpus spoken_scenes --size small --data_dir data
+python -m fastvgs_jax.data.build --size tiny --data_dir data --show 4 --out examples
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import shutil
 import tempfile
 import time
 
-import numpy as np
 from absl import app, flags, logging
 
 from fastvgs_jax.data import abx_items, sources

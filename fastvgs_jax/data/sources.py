@@ -54,7 +54,8 @@ def open_builder(data_dir: str, preset: str, seed: int = 0) -> builder_lib.Spoke
     if not os.path.exists(os.path.join(path, "dataset_info.json")):
         raise CorpusError(
             f"no built spoken_scenes/{preset} (seed {seed}) under {data_dir}; build it with "
-            f"`python -m fastvgs_jax.data.build --size {preset} --seed {seed} --data_dir {data_dir}`"
+            f"`python -m fastvgs_jax.data.build --size {preset} --seed {seed} "
+            f"--data_dir {data_dir}`"
         )
     return builder_lib.make_builder(data_dir, preset, seed)
 
@@ -76,7 +77,9 @@ def open_split(
             f"{expected_sample_rate} Hz"
         )
     if split not in builder.info.splits:
-        raise CorpusError(f"split {split!r} not in the corpus; it has {sorted(builder.info.splits)}")
+        raise CorpusError(
+            f"split {split!r} not in the corpus; it has {sorted(builder.info.splits)}"
+        )
     path = version_dir(data_dir, preset, seed)
     try:
         source = builder.as_data_source(split)

@@ -69,7 +69,15 @@ REGION_WORDS = {
 }
 NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four"}
 GROUP_NOUNS = ("shapes", "objects", "things")
-LIST_INTROS = ("", "there is", "i see", "this picture shows", "a picture of", "an image with", "we see")
+LIST_INTROS = (
+    "",
+    "there is",
+    "i see",
+    "this picture shows",
+    "a picture of",
+    "an image with",
+    "we see",
+)
 
 # Attributes a description may mention besides the shape.
 _MODIFIERS = ("colour", "size", "pattern")
@@ -270,10 +278,7 @@ def _region_caption(rng, scene, phraser) -> tuple[str, list[Claim]] | None:
     obj, region = options[int(rng.integers(len(options)))]
     d = Description.of(obj, _mention_fields(rng))
     phrase, where = phraser.noun_phrase(d), _pick(rng, REGION_WORDS[region])
-    if rng.random() < 0.5:
-        text = f"{where} there is {phrase}"
-    else:
-        text = f"{phrase} {where}"
+    text = f"{where} there is {phrase}" if rng.random() < 0.5 else f"{phrase} {where}"
     return text, [Claim("region", d, region=region)]
 
 

@@ -234,7 +234,9 @@ def _plan_images(settings, split, speakers) -> list[ImageTask]:
             )
             for c, (text, _) in enumerate(texts)
         )
-        tasks.append(ImageTask(image_id, scene, (settings.seed, _SPLIT_CODE[split], k), caption_tasks))
+        tasks.append(
+            ImageTask(image_id, scene, (settings.seed, _SPLIT_CODE[split], k), caption_tasks)
+        )
     return tasks
 
 

@@ -87,7 +87,9 @@ class Espeak:
             _AUDIO_OUTPUT_SYNCHRONOUS, 0, data_path, _INITIALIZE_PHONEME_EVENTS
         )
         if rate <= 0:
-            raise RuntimeError(f"espeak_Initialize failed (returned {rate}); data path {data_path!r}")
+            raise RuntimeError(
+                f"espeak_Initialize failed (returned {rate}); data path {data_path!r}"
+            )
         self.sample_rate = int(rate)
         self._chunks: list[np.ndarray] = []
         self._events: list[tuple[str, int]] = []

@@ -21,7 +21,9 @@ def _shape_mask(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     if shape == "diamond":
         return np.abs(u) + np.abs(v) <= 1.0
     if shape == "cross":
-        return ((np.abs(u) <= 0.32) & (np.abs(v) <= 1.0)) | ((np.abs(v) <= 0.32) & (np.abs(u) <= 1.0))
+        return ((np.abs(u) <= 0.32) & (np.abs(v) <= 1.0)) | (
+            (np.abs(v) <= 0.32) & (np.abs(u) <= 1.0)
+        )
     if shape == "triangle":  # apex up
         return (v <= 0.75) & (v >= -1.0 + 1.75 * np.abs(u) / 1.0) & (np.abs(u) <= 1.0)
     if shape == "hexagon":

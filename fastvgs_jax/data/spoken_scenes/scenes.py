@@ -161,7 +161,9 @@ def sample_scene(
     already placed, so that counts ("two red stars") matter for matching.
     """
     if not 1 <= min_objects <= max_objects <= 4:
-        raise ValueError(f"need 1 <= min_objects <= max_objects <= 4, got {min_objects}, {max_objects}")
+        raise ValueError(
+            f"need 1 <= min_objects <= max_objects <= 4, got {min_objects}, {max_objects}"
+        )
     while True:
         count = int(rng.integers(min_objects, max_objects + 1))
         kinds: list[tuple[str, str, str, str]] = []
@@ -172,7 +174,12 @@ def sample_scene(
                 shape = str(rng.choice(vocabulary.shapes))
                 colour = str(rng.choice(vocabulary.colours))
             kinds.append(
-                (shape, colour, str(rng.choice(vocabulary.sizes)), str(rng.choice(vocabulary.patterns)))
+                (
+                    shape,
+                    colour,
+                    str(rng.choice(vocabulary.sizes)),
+                    str(rng.choice(vocabulary.patterns)),
+                )
             )
         centres = _place(rng, [SIZE_RADIUS[k[2]] for k in kinds])
         if centres is None:
@@ -228,7 +235,10 @@ def near_duplicate(rng: np.random.Generator, scene: Scene, vocabulary: SceneVoca
             if any(
                 np.hypot(changed.x - o.x, changed.y - o.y) <= changed.radius + o.radius + 0.03
                 for o in others
-            ) or not (changed.radius < changed.x < 1 - changed.radius and changed.radius < changed.y < 1 - changed.radius):
+            ) or not (
+                changed.radius < changed.x < 1 - changed.radius
+                and changed.radius < changed.y < 1 - changed.radius
+            ):
                 continue
         objects[i] = changed
         return Scene(tuple(objects), scene.background)

@@ -27,18 +27,56 @@ MINIMAL_PAIR_FAMILIES = (
     ("rod", "road", "ride", "rude", "red"),
 )
 OTHER_NOUNS = (
-    "garden", "window", "table", "river", "teacher", "basket", "kitchen", "letter", "bottle",
-    "bridge", "doctor", "pencil", "ladder", "blanket", "candle", "monkey", "rabbit", "button",
+    "garden",
+    "window",
+    "table",
+    "river",
+    "teacher",
+    "basket",
+    "kitchen",
+    "letter",
+    "bottle",
+    "bridge",
+    "doctor",
+    "pencil",
+    "ladder",
+    "blanket",
+    "candle",
+    "monkey",
+    "rabbit",
+    "button",
 )
 DETERMINERS = ("the", "a", "my", "her", "his", "our", "that")
 ADJECTIVES = ("old", "new", "wet", "warm", "cold", "tall", "short", "heavy", "quiet", "clean")
 VERB_PHRASES = (
-    "sat near", "looked at", "was next to", "fell on", "rolled under", "stayed by", "found",
-    "dropped", "painted", "carried", "pushed", "moved", "liked", "wanted", "passed", "hid behind",
+    "sat near",
+    "looked at",
+    "was next to",
+    "fell on",
+    "rolled under",
+    "stayed by",
+    "found",
+    "dropped",
+    "painted",
+    "carried",
+    "pushed",
+    "moved",
+    "liked",
+    "wanted",
+    "passed",
+    "hid behind",
 )
 ADVERBIALS = (
-    "", "", "yesterday", "this morning", "again", "in the evening", "before lunch",
-    "after the game", "on monday", "for a while",
+    "",
+    "",
+    "yesterday",
+    "this morning",
+    "again",
+    "in the evening",
+    "before lunch",
+    "after the game",
+    "on monday",
+    "for a while",
 )
 CONJUNCTIONS = ("and then", "but", "so", "while")
 PRONOUNS = ("she", "he", "we", "they", "i")
@@ -72,7 +110,9 @@ def _noun_phrase(rng: np.random.Generator, minimal_pair_rate: float) -> str:
     return " ".join(words)
 
 
-def sample_sentence(rng: np.random.Generator, minimal_pair_rate: float = 0.5, clauses: int = 1) -> str:
+def sample_sentence(
+    rng: np.random.Generator, minimal_pair_rate: float = 0.5, clauses: int = 1
+) -> str:
     """One sentence of ``clauses`` clauses (2–3 give the pool its longer utterances)."""
     parts = []
     for k in range(clauses):

@@ -1,0 +1,216 @@
+"""Grain input pipelines: audio-image batches, audio-only batches, and their interleave.
+
+Each stream is shuffled, repeated forever, transformed per example, then batched to a fixed
+shape and tagged with its kind; the mixed pipeline interleaves the batched streams (their
+structures differ, so batches are mixed, never examples). Streams are keyed by name, so an
+iterator state saved under one mix restores into another: at a phase switch the streams that
+remain resume exactly and new ones start fresh.
+
+Batch layouts (``B`` batch, ``L`` samples, ``F`` frames):
+  audio_image: audio [B, L] f32, audio_mask [B, L] bool, frame_mask [B, F] bool,
+               image [B, H, W, 3] f32, image_id [B] int64, kind "audio_image"
+  audio_only:  audio [B, L] f32, audio_mask [B, L] bool, frame_mask [B, F] bool,
+               kind "audio_only"
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+import grain
+import numpy as np
+
+from fastvgs_jax.data import audio as audio_lib
+from fastvgs_jax.data import sources as sources_lib
+
+AUDIO_IMAGE = "audio_image"
+AUDIO_ONLY = "audio_only"
+KINDS = (AUDIO_IMAGE, AUDIO_ONLY)
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamSpec:
+    """How one stream turns examples into batches."""
+
+    batch_size: int
+    crop_seconds: float
+    min_seconds: float = 0.0  # shorter utterances are dropped (the reference drops < 2 s)
+    sample_rate: int = 16_000
+    geometry: audio_lib.FrameGeometry = audio_lib.FrameGeometry()
+
+    @property
+    def crop_samples(self) -> int:
+        return round(self.crop_seconds * self.sample_rate)
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.crop_seconds <= 0:
+            raise ValueError(f"crop_seconds must be > 0, got {self.crop_seconds}")
+        if self.geometry.num_frames(self.crop_samples) < 1:
+            raise ValueError(f"a {self.crop_seconds} s crop is shorter than one frame")
+
+
+@dataclasses.dataclass(frozen=True)
+class Shard:
+    """Which slice of every source this process reads (one per JAX process)."""
+
+    index: int = 0
+    count: int = 1
+
+    @classmethod
+    def from_jax(cls) -> Shard:
+        import jax
+
+        return cls(jax.process_index(), jax.process_count())
+
+
+def _prepare_audio(example: dict, spec: StreamSpec, rng: np.random.Generator | None) -> dict:
+    name = sources_lib.decode_text(example.get("utterance_id", b"utterance"))
+    waveform = audio_lib.normalize_waveform(np.asarray(example["audio"]), name)
+    cropped, sample_mask = audio_lib.crop_or_pad(waveform, spec.crop_samples, rng)
+    return {
+        "audio": cropped,
+        "audio_mask": sample_mask,
+        "frame_mask": spec.geometry.frame_mask(int(sample_mask.sum()), spec.crop_samples),
+    }
+
+
+def _audio_image_example(example: dict, rng: np.random.Generator, spec: StreamSpec) -> dict:
+    out = _prepare_audio(example, spec, rng)
+    out["image"] = audio_lib.normalize_image(np.asarray(example["image"]))
+    out["image_id"] = np.int64(example["image_id"])
+    return out
+
+
+def _audio_only_example(example: dict, rng: np.random.Generator, spec: StreamSpec) -> dict:
+    return _prepare_audio(example, spec, rng)
+
+
+def _long_enough(example: dict, spec: StreamSpec) -> bool:
+    return example["audio"].shape[0] >= spec.min_seconds * spec.sample_rate
+
+
+def _tag(kind: str):
+    def tag(batch: dict) -> dict:
+        return {**batch, "kind": kind}
+
+    return tag
+
+
+def training_stream(
+    source,
+    kind: str,
+    spec: StreamSpec,
+    seed: int,
+    shard: Shard = Shard(),
+    read_options: grain.ReadOptions | None = None,
+) -> grain.IterDataset:
+    """An endless, shuffled (reshuffled every epoch), randomly cropped stream of batches.
+
+    Deterministic for ``seed`` and ``shard``; batches have fixed shapes (the last partial
+    batch of an epoch does not exist: the stream never ends).
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown batch kind {kind!r}; expected one of {KINDS}")
+    if len(source) < shard.count:
+        raise ValueError(f"{len(source)} examples cannot be split over {shard.count} processes")
+    per_example = _audio_image_example if kind == AUDIO_IMAGE else _audio_only_example
+    ds = grain.MapDataset.source(source)[shard.index :: shard.count]
+    ds = ds.shuffle(seed=seed).repeat(None)
+    if spec.min_seconds > 0:
+        ds = ds.filter(lambda ex: _long_enough(ex, spec))
+    ds = ds.random_map(lambda ex, rng: per_example(ex, rng, spec), seed=seed + 1)
+    options = read_options or grain.ReadOptions(num_threads=2, prefetch_buffer_size=64)
+    return ds.to_iter_dataset(options).batch(spec.batch_size, drop_remainder=True).map(_tag(kind))
+
+
+def mixed_stream(
+    streams: Mapping[str, grain.IterDataset], weights: Mapping[str, float]
+) -> grain.IterDataset:
+    """Interleaves batched streams in proportion to ``weights`` (deterministic order).
+
+    Streams with weight 0 are left out. Keyed by name so that a saved iterator state restores
+    into a different mix (a phase switch): shared streams resume, new ones start fresh.
+    """
+    unknown = set(weights) - set(streams)
+    if unknown:
+        raise ValueError(f"weights for unknown streams {sorted(unknown)}; have {sorted(streams)}")
+    if any(w < 0 for w in weights.values()):
+        raise ValueError(f"mix weights must be >= 0, got {dict(weights)}")
+    active = {name: streams[name] for name in streams if weights.get(name, 0.0) > 0}
+    if not active:
+        raise ValueError(f"all mix weights are zero: {dict(weights)}")
+    # A keyed mix even for one stream, so the state layout never depends on the weights.
+    return grain.IterDataset.mix(active, {name: float(weights[name]) for name in active})
+
+
+def evaluation_batches(source, kind: str, spec: StreamSpec) -> grain.IterDataset:
+    """One ordered pass (no shuffle, crops from the start), padded to full batches.
+
+    Padded batches carry ``example_mask`` [B] (False on filler rows) so shapes stay fixed.
+    """
+    per_example = _audio_image_example if kind == AUDIO_IMAGE else _audio_only_example
+    ds = grain.MapDataset.source(source).map(lambda ex: per_example(ex, None, spec))
+
+    def stack(examples):
+        count = len(examples)
+        filler = [examples[-1]] * (spec.batch_size - count)
+        batch = {k: np.stack([e[k] for e in examples + filler]) for k in examples[0]}
+        batch["example_mask"] = np.arange(spec.batch_size) < count
+        return batch
+
+    return (
+        ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=64))
+        .batch(spec.batch_size, batch_fn=stack)
+        .map(_tag(kind))
+    )
+
+
+def stream_spec(data_config, kind: str) -> StreamSpec:
+    """The ``StreamSpec`` of one stream from a data config (see configs/data.py)."""
+    stream = data_config[kind]
+    return StreamSpec(
+        batch_size=int(stream.batch_size),
+        crop_seconds=float(stream.crop_seconds),
+        min_seconds=float(stream.min_seconds),
+        sample_rate=int(data_config.sample_rate),
+        geometry=audio_lib.FrameGeometry(
+            tuple(data_config.frame_kernels), tuple(data_config.frame_strides)
+        ),
+    )
+
+
+def mixed_stream_from_config(
+    data_config, weights: Mapping[str, float] | None = None, shard: Shard | None = None
+) -> grain.IterDataset:
+    """The mixed training pipeline a data config describes (``weights`` overrides its mix).
+
+    Only streams with a positive weight are opened, so a VGS-free phase needs no images.
+    """
+    weights = dict(data_config.mix if weights is None else weights)
+    shard = shard or Shard.from_jax()
+    streams = {}
+    for offset, kind in enumerate(KINDS):
+        if weights.get(kind, 0.0) <= 0:
+            continue
+        source = sources_lib.open_split(
+            data_config.data_dir,
+            data_config.preset,
+            data_config[kind].split,
+            seed=data_config.corpus_seed,
+            expected_sample_rate=data_config.sample_rate,
+        )
+        streams[kind] = training_stream(
+            source,
+            kind,
+            stream_spec(data_config, kind),
+            # Distinct seeds per stream: equal seeds would shuffle both streams alike.
+            seed=int(data_config.seed) * len(KINDS) * 2 + 2 * offset,
+            shard=shard,
+            read_options=grain.ReadOptions(
+                num_threads=int(data_config.read_threads), prefetch_buffer_size=64
+            ),
+        )
+    return mixed_stream(streams, weights)
