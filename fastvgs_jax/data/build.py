@@ -15,7 +15,7 @@ import time
 
 from absl import app, flags, logging
 
-from fastvgs_jax.data import abx_items, sources
+from fastvgs_jax.data import abx_items, sources, tfds_compat
 from fastvgs_jax.data.spoken_scenes import builder as builder_lib
 from fastvgs_jax.data.spoken_scenes import corpus, phones
 
@@ -64,10 +64,11 @@ def ensure_built(
     _check_writable(data_dir)
     _remove_half_built(data_dir, preset, seed)
     builder = builder_lib.make_builder(data_dir, preset, seed, num_workers)
-    builder.download_and_prepare(
-        file_format="array_record",
-        download_config=builder_lib.tfds.download.DownloadConfig(try_download_gcs=False),
-    )
+    with tfds_compat.shuffler_without_tensorflow():
+        builder.download_and_prepare(
+            file_format="array_record",
+            download_config=builder_lib.tfds.download.DownloadConfig(try_download_gcs=False),
+        )
     item_path = os.path.join(sources.version_dir(data_dir, preset, seed), sources.ITEM_FILE)
     if not os.path.exists(item_path):
         abx = sources.open_split(data_dir, preset, "abx", seed)
