@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from math import gcd
 
 import numpy as np
@@ -58,9 +59,19 @@ class Variation:
         )
 
 
+@functools.cache
+def _resampling_filter(up: int, down: int) -> np.ndarray:
+    """resample_poly's default anti-aliasing FIR (Kaiser, beta 5), designed once per ratio."""
+    max_rate = max(up, down)
+    half_length = 10 * max_rate
+    return signal.firwin(2 * half_length + 1, 1.0 / max_rate, window=("kaiser", 5.0))
+
+
 def _resample(samples: np.ndarray, rate_in: int) -> np.ndarray:
     g = gcd(SAMPLE_RATE, rate_in)
-    return signal.resample_poly(samples.astype(np.float64), SAMPLE_RATE // g, rate_in // g)
+    up, down = SAMPLE_RATE // g, rate_in // g
+    window = _resampling_filter(up, down)
+    return signal.resample_poly(samples.astype(np.float64), up, down, window=window)
 
 
 def _speech_bounds(x: np.ndarray) -> tuple[int, int]:
