@@ -16,9 +16,10 @@ def test_corpus_tour_notebook_executes(tiny_data_dir, monkeypatch):
     monkeypatch.setenv("MPLBACKEND", "Agg")
     path = os.path.join(NOTEBOOKS, "corpus_tour.ipynb")
     notebook = nbformat.read(path, as_version=4)
-    NotebookClient(notebook, timeout=120, kernel_name="python3").execute(
-        resources={"metadata": {"path": NOTEBOOKS}}
+    client = NotebookClient(
+        notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": NOTEBOOKS}}
     )
+    client.execute()
     outputs = "".join(
         out.get("text", "") for cell in notebook.cells for out in cell.get("outputs", [])
     )

@@ -64,7 +64,7 @@ def ensure_built(
     _check_writable(data_dir)
     _remove_half_built(data_dir, preset, seed)
     builder = builder_lib.make_builder(data_dir, preset, seed, num_workers)
-    with tfds_compat.shuffler_without_tensorflow():
+    with tfds_compat.reproducible_tfds_writes():
         builder.download_and_prepare(
             file_format="array_record",
             download_config=builder_lib.tfds.download.DownloadConfig(try_download_gcs=False),

@@ -16,7 +16,7 @@ import tensorflow_datasets as tfds
 from fastvgs_jax.data.spoken_scenes import corpus, phones
 from fastvgs_jax.data.spoken_scenes.speech import SAMPLE_RATE
 
-VERSION = "1.0.0"
+VERSION = "1.1.0"
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -42,7 +42,10 @@ class SpokenScenes(tfds.core.GeneratorBasedBuilder):
     """Rendered scenes with spoken captions, an audio-only pool and an ABX set."""
 
     VERSION = tfds.core.Version(VERSION)
-    RELEASE_NOTES = {str(VERSION): "First release."}
+    RELEASE_NOTES = {
+        "1.0.0": "First build (int64-varint audio; synthesis depended on worker scheduling).",
+        "1.1.0": "Raw-byte audio and phones; synthesis reset per task: reproducible bytes.",
+    }
     BUILDER_CONFIGS = [builder_config(name) for name in corpus.PRESETS]
 
     def __init__(self, *, num_workers: int | None = None, **kwargs):

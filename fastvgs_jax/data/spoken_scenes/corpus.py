@@ -249,7 +249,9 @@ _WORKER: dict = {}
 def _init_worker(image_size: int) -> None:
     from fastvgs_jax.data.spoken_scenes.espeak import Espeak
 
-    _WORKER.update(engine=Espeak(), image_size=image_size)
+    if "engine" not in _WORKER:  # in-process (one worker) runs reuse the engine
+        _WORKER["engine"] = Espeak()
+    _WORKER["image_size"] = image_size
 
 
 def _speak(task: UtteranceTask) -> dict:
@@ -270,6 +272,9 @@ def _speak(task: UtteranceTask) -> dict:
 
 
 def _run_task(task: ImageTask | UtteranceTask) -> list[dict]:
+    # Every task starts from a fresh synthesiser, so its bytes do not depend on which worker
+    # ran it or what that worker spoke before.
+    _WORKER["engine"].reset()
     if isinstance(task, UtteranceTask):
         return [dict(_speak(task), image_id=-1, scene="")]
     from fastvgs_jax.data.spoken_scenes.render import render_scene

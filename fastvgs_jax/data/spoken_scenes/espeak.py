@@ -6,6 +6,7 @@ callback), so one process owns one synthesiser; parallelism is by processes, nev
 
 from __future__ import annotations
 
+import _ctypes
 import ctypes
 import dataclasses
 
@@ -71,19 +72,37 @@ class Synthesis:
 class Espeak:
     """The process-wide libespeak-ng synthesiser.
 
-    Construct once per process. ``synthesize`` is deterministic for identical text, voice and
-    parameters, so callers must vary parameters to get distinct tokens.
+    libespeak-ng keeps hidden state from one utterance to the next (for most voice variants the
+    same request gives other samples depending on what was spoken before), so ``reset`` reloads
+    the library to its initial state; call it before every unit of work whose bytes must not
+    depend on scheduling. With a reset before it, ``synthesize`` is deterministic for identical
+    text, voice and parameters. The library is process-global: one live instance per process.
     """
 
-    _instance_created = False
+    _live = False
 
     def __init__(self) -> None:
+        if Espeak._live:
+            raise RuntimeError(
+                "an Espeak engine is already live in this process; libespeak-ng is "
+                "process-global, so reuse it (or close() it first)"
+            )
+        Espeak._live = True
+        self._lib = None
+        self._chunks: list[np.ndarray] = []
+        self._events: list[tuple[str, int]] = []
+        # Keep a reference: ctypes frees the trampoline when the Python object dies.
+        self._callback = _SynthCallback(self._on_audio)
+        self._voice: str | None = None
+        self._load()
+
+    def _load(self) -> None:
         import espeakng_loader
 
-        self._lib = ctypes.CDLL(espeakng_loader.get_library_path())
+        lib = ctypes.CDLL(espeakng_loader.get_library_path())
         data_path = espeakng_loader.get_data_path().encode()
-        self._lib.espeak_Initialize.restype = ctypes.c_int
-        rate = self._lib.espeak_Initialize(
+        lib.espeak_Initialize.restype = ctypes.c_int
+        rate = lib.espeak_Initialize(
             _AUDIO_OUTPUT_SYNCHRONOUS, 0, data_path, _INITIALIZE_PHONEME_EVENTS
         )
         if rate <= 0:
@@ -91,14 +110,10 @@ class Espeak:
                 f"espeak_Initialize failed (returned {rate}); data path {data_path!r}"
             )
         self.sample_rate = int(rate)
-        self._chunks: list[np.ndarray] = []
-        self._events: list[tuple[str, int]] = []
-        # Keep a reference: ctypes frees the trampoline when the Python object dies.
-        self._callback = _SynthCallback(self._on_audio)
-        self._lib.espeak_SetSynthCallback(self._callback)
-        self._lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
-        self._lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
-        self._lib.espeak_Synth.argtypes = [
+        lib.espeak_SetSynthCallback(self._callback)
+        lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        lib.espeak_Synth.argtypes = [
             ctypes.c_void_p,
             ctypes.c_size_t,
             ctypes.c_uint,
@@ -108,7 +123,23 @@ class Espeak:
             ctypes.POINTER(ctypes.c_uint),
             ctypes.c_void_p,
         ]
-        self._voice: str | None = None
+        self._lib = lib
+        self._voice = None
+
+    def _unload(self) -> None:
+        if self._lib is not None:
+            self._lib.espeak_Terminate()
+            handle, self._lib = self._lib._handle, None
+            _ctypes.dlclose(handle)  # the last reference: the next load starts from scratch
+
+    def reset(self) -> None:
+        """Reloads libespeak-ng so the next utterance does not depend on earlier ones."""
+        self._unload()
+        self._load()
+
+    def close(self) -> None:
+        self._unload()
+        Espeak._live = False
 
     def _on_audio(self, wav, num_samples, events) -> int:
         if num_samples > 0:
@@ -123,6 +154,8 @@ class Espeak:
         return 0
 
     def set_voice(self, voice: str) -> None:
+        if self._lib is None:
+            raise RuntimeError("this Espeak engine is closed")
         if voice == self._voice:
             return
         if self._lib.espeak_SetVoiceByName(voice.encode()) != 0:
