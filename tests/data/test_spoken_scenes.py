@@ -21,8 +21,8 @@ from fastvgs_jax.data.spoken_scenes.render import render_scene
 from fastvgs_jax.data.spoken_scenes.scenes import Scene, SceneObject, relation_holds
 from fastvgs_jax.data.spoken_scenes.speech import SAMPLE_RATE, Variation, synthesize_utterance
 
-# libespeak-ng carries hidden state from one synthesis to the next, so the same text, voice,
-# parameters and noise seed give different samples depending on what the process spoke before.
+# libespeak-ng carries hidden state from one synthesis to the next (Espeak.reset() clears it),
+# so tests that compare bytes reset the engine first.
 PLAIN_VOICE = dict(voice="en-us", rate_wpm=175, pitch=50, pitch_range=50, word_gap=0)
 
 
