@@ -10,4 +10,5 @@ from absl import app
 from fastvgs_jax.data import build
 
 if __name__ == "__main__":
+    build.define_flags()
     app.run(build.main)

@@ -116,13 +116,17 @@ def show_examples(data_dir: str, preset: str, seed: int, count: int, out_dir: st
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("corpus", "spoken_scenes", CORPORA, "Corpus to build.")
-flags.DEFINE_enum("size", "small", list(corpus.PRESETS), "Size preset.")
-flags.DEFINE_integer("seed", 0, "Corpus seed: same preset and seed give identical bytes.")
-flags.DEFINE_string("data_dir", "data", "Where TFDS datasets live.")
-flags.DEFINE_integer("workers", None, "Synthesis processes (default: all cores).")
-flags.DEFINE_integer("show", 0, "Write this many training examples to --out.")
-flags.DEFINE_string("out", "examples", "Folder for --show.")
+
+
+def define_flags() -> None:
+    """Registers the command-line flags (not at import: importing the library defines none)."""
+    flags.DEFINE_enum("corpus", "spoken_scenes", CORPORA, "Corpus to build.")
+    flags.DEFINE_enum("size", "small", list(corpus.PRESETS), "Size preset.")
+    flags.DEFINE_integer("seed", 0, "Corpus seed: same preset and seed give identical bytes.")
+    flags.DEFINE_string("data_dir", "data", "Where TFDS datasets live.")
+    flags.DEFINE_integer("workers", None, "Synthesis processes (default: all cores).")
+    flags.DEFINE_integer("show", 0, "Write this many training examples to --out.")
+    flags.DEFINE_string("out", "examples", "Folder for --show.")
 
 
 def main(argv) -> None:
@@ -143,4 +147,5 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
