@@ -144,6 +144,15 @@ def test_dataset_info_records_version_settings_and_content_hash(tiny_data_dir):
         assert info.splits[split].num_examples == settings.num_examples(split)
 
 
+def test_tfds_data_source_reads_the_built_corpus_by_name(tiny_data_dir):
+    import tensorflow_datasets as tfds
+
+    train = tfds.data_source("spoken_scenes/tiny", split="train", data_dir=tiny_data_dir)
+    ours = sources.open_split(tiny_data_dir, PRESET, "train")
+    assert len(train) == len(ours) == corpus.preset(PRESET).num_examples("train")
+    np.testing.assert_array_equal(train[3]["audio"], ours[3]["audio"])
+
+
 def test_content_hash_is_the_hash_of_the_stored_examples(tiny_data_dir):
     """Recomputed from the records in plan order, as the builder hashed them while writing."""
     settings = corpus.preset(PRESET)
