@@ -397,6 +397,19 @@ def test_after_a_reset_utterance_bytes_do_not_depend_on_what_was_spoken_before(e
     np.testing.assert_array_equal(first, again)
 
 
+def test_every_voice_variant_is_deterministic_after_a_reset(engine):
+    def speak(variant: str) -> bytes:
+        engine.reset()
+        kw = dict(PLAIN_VOICE, voice=f"{speakers.LANGUAGE}+{variant}")
+        return engine.synthesize("a cat sat on the striped mat", **kw).samples.tobytes()
+
+    first = {variant: speak(variant) for variant in speakers.VOICE_VARIANTS}
+    # A different history in between: other variants, other texts.
+    engine.synthesize("something else entirely", **dict(PLAIN_VOICE, voice="en-us+m3"))
+    again = {variant: speak(variant) for variant in reversed(speakers.VOICE_VARIANTS)}
+    assert [v for v in first if first[v] != again[v]] == []
+
+
 @pytest.mark.parametrize("text", ["", "   "])
 def test_empty_text_raises_value_error(engine, speaker, text):
     with pytest.raises(ValueError, match="empty"):

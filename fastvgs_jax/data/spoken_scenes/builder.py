@@ -16,7 +16,7 @@ import tensorflow_datasets as tfds
 from fastvgs_jax.data.spoken_scenes import corpus, phones
 from fastvgs_jax.data.spoken_scenes.speech import SAMPLE_RATE
 
-VERSION = "1.1.0"
+VERSION = "1.2.0"
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -44,7 +44,8 @@ class SpokenScenes(tfds.core.GeneratorBasedBuilder):
     VERSION = tfds.core.Version(VERSION)
     RELEASE_NOTES = {
         "1.0.0": "First build (int64-varint audio; synthesis depended on worker scheduling).",
-        "1.1.0": "Raw-byte audio and phones; synthesis reset per task: reproducible bytes.",
+        "1.1.0": "Raw-byte audio and phones; synthesis reset per task.",
+        "1.2.0": "libc rand() reseeded per task; nondeterministic voice variants dropped.",
     }
     BUILDER_CONFIGS = [builder_config(name) for name in corpus.PRESETS]
 

@@ -73,8 +73,9 @@ class Espeak:
     """The process-wide libespeak-ng synthesiser.
 
     libespeak-ng keeps hidden state from one utterance to the next (for most voice variants the
-    same request gives other samples depending on what was spoken before), so ``reset`` reloads
-    the library to its initial state; call it before every unit of work whose bytes must not
+    same request gives other samples depending on what was spoken before), and some variants
+    draw from libc's ``rand()``. ``reset`` reloads the library to its initial state and reseeds
+    ``rand()``; call it before every unit of work whose bytes must not
     depend on scheduling. With a reset before it, ``synthesize`` is deterministic for identical
     text, voice and parameters. The library is process-global: one live instance per process.
     """
@@ -99,6 +100,9 @@ class Espeak:
     def _load(self) -> None:
         import espeakng_loader
 
+        # Variants with noise (e.g. Reed, caleb) draw from libc's process-wide rand(), from
+        # initialisation on.
+        ctypes.CDLL(None).srand(0)
         lib = ctypes.CDLL(espeakng_loader.get_library_path())
         data_path = espeakng_loader.get_data_path().encode()
         lib.espeak_Initialize.restype = ctypes.c_int
