@@ -77,11 +77,21 @@ class CorpusSettings:
             patterns=scenes_lib.PATTERNS[: self.num_patterns],
         )
 
-    def num_examples(self, split: str) -> int:
+    def num_images(self, split: str) -> int:
         return {
-            "train": self.num_train_images * self.captions_per_image,
-            "validation": self.num_validation_images * self.captions_per_image,
-            "test": self.num_test_images * self.captions_per_image,
+            "train": self.num_train_images,
+            "validation": self.num_validation_images,
+            "test": self.num_test_images,
+        }[split]
+
+    def first_image_id(self, split: str) -> int:
+        """Image ids run across the image splits in order, so they never collide."""
+        return sum(self.num_images(s) for s in IMAGE_SPLITS[: IMAGE_SPLITS.index(split)])
+
+    def num_examples(self, split: str) -> int:
+        if split in IMAGE_SPLITS:
+            return self.num_images(split) * self.captions_per_image
+        return {
             "audio_only": self.pool_utterances,
             "abx": self.abx_sentences * self.num_heldout_speakers,
         }[split]
@@ -147,15 +157,6 @@ def _rng(settings: CorpusSettings, split: str, *path: int) -> np.random.Generato
     return np.random.default_rng([settings.seed, _SPLIT_CODE[split], *path])
 
 
-def _image_id_offset(settings: CorpusSettings, split: str) -> int:
-    offsets = {
-        "train": 0,
-        "validation": settings.num_train_images,
-        "test": settings.num_train_images + settings.num_validation_images,
-    }
-    return offsets[split]
-
-
 def plan_split(settings: CorpusSettings, split: str) -> list[ImageTask] | list[UtteranceTask]:
     """Everything random about ``split`` except the audio noise and pixel noise."""
     speakers = make_speakers(
@@ -201,17 +202,12 @@ def plan_split(settings: CorpusSettings, split: str) -> list[ImageTask] | list[U
 
 
 def _plan_images(settings, split, speakers) -> list[ImageTask]:
-    num_images = {
-        "train": settings.num_train_images,
-        "validation": settings.num_validation_images,
-        "test": settings.num_test_images,
-    }[split]
     voices = speakers["heldout"] if split == "test" else speakers["train"]
     vocabulary = settings.vocabulary()
     rng = _rng(settings, split)
     tasks = []
     previous = None
-    for k in range(num_images):
+    for k in range(settings.num_images(split)):
         if previous is not None and rng.random() < settings.near_duplicate_fraction:
             scene = scenes_lib.near_duplicate(rng, previous, vocabulary)
         else:
@@ -223,7 +219,7 @@ def _plan_images(settings, split, speakers) -> list[ImageTask]:
                 settings.repeat_probability,
             )
         previous = scene
-        image_id = _image_id_offset(settings, split) + k
+        image_id = settings.first_image_id(split) + k
         texts = captions_lib.caption_scene(scene, rng, settings.captions_per_image)
         caption_tasks = tuple(
             UtteranceTask(
