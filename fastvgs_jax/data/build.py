@@ -134,11 +134,9 @@ def main(argv) -> None:
     start = time.time()
     builder = ensure_built(FLAGS.data_dir, FLAGS.size, FLAGS.seed, FLAGS.workers)
     info = builder.info
-    hours = {}
     print(f"spoken_scenes/{builder.builder_config.name} at {builder.data_dir}")
     print(f"content hash {info.metadata.get('content_hash')}")
     for split, split_info in info.splits.items():
-        hours[split] = split_info.num_examples
         print(f"  {split:<11} {split_info.num_examples:>7} examples")
     print(f"ready in {time.time() - start:.1f} s")
     if FLAGS.show:
