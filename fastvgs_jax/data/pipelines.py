@@ -123,7 +123,13 @@ def training_stream(
         ds = ds.filter(lambda ex: _long_enough(ex, spec))
     ds = ds.random_map(lambda ex, rng: per_example(ex, rng, spec), seed=seed + 1)
     options = read_options or grain.ReadOptions(num_threads=2, prefetch_buffer_size=64)
-    return ds.to_iter_dataset(options).batch(spec.batch_size, drop_remainder=True).map(_tag(kind))
+    stream = ds.to_iter_dataset(options)
+    if spec.min_seconds > 0:
+        # An endless stream whose filter rejects everything would hang; raise instead.
+        stream = grain.experimental.WithOptionsIterDataset(
+            stream, grain.experimental.DatasetOptions(filter_raise_threshold_ratio=0.999)
+        )
+    return stream.batch(spec.batch_size, drop_remainder=True).map(_tag(kind))
 
 
 def mixed_stream(

@@ -165,6 +165,13 @@ def test_short_clips_are_dropped_when_a_minimum_length_is_set():
         assert "image" not in batch and batch["kind"] == AUDIO_ONLY
 
 
+def test_a_minimum_length_no_clip_reaches_raises_instead_of_hanging():
+    source = synthetic_source(10, seconds=(0.5, 1.0))
+    spec = StreamSpec(batch_size=2, crop_seconds=1.0, min_seconds=2.0)
+    with pytest.raises(Exception, match="filter"):
+        take(iter(pipelines.training_stream(source, AUDIO_ONLY, spec, seed=0)), 1)
+
+
 def test_nan_audio_in_a_source_names_the_utterance():
     source = synthetic_source(4)
     source[2]["audio"] = np.full(8000, np.nan, np.float32)
