@@ -12,6 +12,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from fastvgs_jax.data.sources import decode_text
+
 HEADER = "#file onset offset #phone prev-phone next-phone speaker"
 
 
@@ -41,14 +43,11 @@ def utterance_items(
 def item_file_text(examples: Iterable[dict], inventory: Sequence[str], sample_rate: int) -> str:
     """The whole item file for ``examples`` (dicts with utterance_id, speaker and phones)."""
 
-    def text(value) -> str:
-        return value.decode() if isinstance(value, bytes) else str(value)
-
     lines = [HEADER]
-    for ex in sorted(examples, key=lambda e: text(e["utterance_id"])):
+    for ex in sorted(examples, key=lambda e: decode_text(e["utterance_id"])):
         lines += utterance_items(
-            text(ex["utterance_id"]),
-            text(ex["speaker"]),
+            decode_text(ex["utterance_id"]),
+            decode_text(ex["speaker"]),
             ex["phone_ids"],
             ex["phone_starts"],
             ex["phone_ends"],
