@@ -1,0 +1,158 @@
+"""FaST-VGS+ (coarse): one speech encoder, a wav2vec 2.0 head and a dual-encoder VGS head.
+
+One masked forward pass of the speech encoder feeds both objectives: its last layer the SSL
+head, its layer ``vgs_layer`` the audio pooler (as in the reference, the VGS branch sees the
+masked input during joint training). Losses live in ``fastvgs_jax.losses``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from fastvgs_jax.models import layers, quantizer, speech, vgs
+
+
+class SslOutputs(NamedTuple):
+    context: jax.Array  # [batch, frames, final_dim] last layer, projected (CLS removed)
+    targets: jax.Array  # [batch, frames, final_dim] projected quantized frontend features
+    codes: jax.Array  # [batch, frames, groups] int32
+    soft_probs: jax.Array  # [batch, frames, groups, entries]
+
+
+class ModelOutputs(NamedTuple):
+    encoder: speech.EncoderOutput
+    ssl: SslOutputs | None
+    audio_embedding: jax.Array | None  # [batch, embed]
+    image_embedding: jax.Array | None  # [batch, embed]
+
+
+def check_model_config(config: ml_collections.ConfigDict) -> None:
+    """Raise ValueError naming the field for inconsistent sizes (before anything compiles)."""
+    if config.hidden_dim % config.num_heads:
+        raise ValueError(f"model.hidden_dim {config.hidden_dim} % num_heads {config.num_heads}")
+    if not 1 <= config.vgs_layer <= config.num_layers:
+        raise ValueError(f"model.vgs_layer={config.vgs_layer} outside [1, {config.num_layers}]")
+    if config.hidden_dim % config.pos_conv_groups:
+        raise ValueError("model.hidden_dim must be divisible by model.pos_conv_groups")
+    q = config.quantizer
+    if q.codevector_dim % q.groups:
+        raise ValueError("model.quantizer.codevector_dim must be divisible by quantizer.groups")
+    if config.audio_pool.widths[-1] != config.hidden_dim:
+        raise ValueError("model.audio_pool.widths[-1] must equal model.hidden_dim")
+    if config.image.kind not in ("vit", "regions"):
+        raise ValueError(f"model.image.kind={config.image.kind!r}; expected 'vit' or 'regions'")
+    if config.coarse.loss not in ("margin", "clip"):
+        raise ValueError(f"model.coarse.loss={config.coarse.loss!r}; expected 'margin' or 'clip'")
+    speech.frame_geometry(config)  # validates the frontend name
+
+
+class FaSTVGSPlus(nn.Module):
+    """The model of the study (FaST-VGS+ without the fine cross-encoder, as the study drops it)."""
+
+    config: ml_collections.ConfigDict  # the run config's ``model`` section
+    dtype: layers.Dtype = jnp.float32
+
+    def setup(self):
+        c = self.config
+        check_model_config(c)
+        self.speech_encoder = speech.SpeechEncoder(c, self.dtype)
+        q = c.quantizer
+        self.quantizer = quantizer.GumbelQuantizer(q.groups, q.entries, q.codevector_dim)
+        self.target_projection = layers.dense(
+            q.final_dim, ("codevector", "final"), jnp.float32, "target_projection"
+        )
+        self.context_projection = layers.dense(
+            q.final_dim, ("embed", "final"), jnp.float32, "context_projection"
+        )
+        self.audio_pooler = vgs.AudioPooler(c.audio_pool, self.dtype)
+        self.image_encoder = vgs.ImageEncoder(c.image, c.hidden_dim, self.dtype)
+        if c.coarse.loss == "clip":
+            self.log_scale = self.param(
+                "log_scale", nn.initializers.constant(c.coarse.init_log_scale), ()
+            )
+
+    def __call__(
+        self,
+        audio: jax.Array,
+        frame_mask: jax.Array,
+        image: jax.Array | None = None,
+        regions: jax.Array | None = None,
+        boxes: jax.Array | None = None,
+        *,
+        mask_positions: jax.Array | None = None,
+        temperature: jax.Array | float = 2.0,
+        deterministic: bool = True,
+        ssl: bool = True,
+        vgs: bool = True,
+        gumbel_noise: jax.Array | None = None,
+    ) -> ModelOutputs:
+        """The outputs both objectives need, from one speech-encoder pass.
+
+        Args:
+          audio: [batch, samples]; frame_mask: [batch, frames] bool.
+          image / regions + boxes: the image input of the configured image encoder.
+          mask_positions: [batch, frames] bool frames replaced by the mask embedding.
+          temperature: Gumbel softmax temperature (``quantizer.gumbel_temperature``).
+          ssl / vgs: which heads to run; the encoder stops at ``vgs_layer`` without SSL.
+          gumbel_noise: optional fixed noise for the quantizer (parity tests).
+        """
+        c = self.config
+        depth = c.num_layers if ssl else c.vgs_layer
+        encoded = self.speech_encoder(
+            audio,
+            frame_mask,
+            mask_positions,
+            deterministic=deterministic,
+            num_layers=depth,
+        )
+        ssl_out = None
+        if ssl:
+            q = self.quantizer(encoded.features, temperature, deterministic, gumbel_noise)
+            last = speech.frames_of(encoded.hidden_states[c.num_layers], encoded.has_cls)
+            ssl_out = SslOutputs(
+                self.context_projection(last.astype(jnp.float32)),
+                self.target_projection(q.quantized),
+                q.codes,
+                q.soft_probs,
+            )
+        audio_embedding = image_embedding = None
+        if vgs:
+            audio_embedding = self.pool_audio(encoded, deterministic)
+            image_embedding = self.image_encoder(
+                image, regions, boxes, deterministic=deterministic
+            )
+        return ModelOutputs(encoded, ssl_out, audio_embedding, image_embedding)
+
+    def pool_audio(self, encoded: speech.EncoderOutput, deterministic: bool = True) -> jax.Array:
+        """[batch, embed] audio embedding from the encoder's layer ``vgs_layer``."""
+        hidden = encoded.hidden_states[self.config.vgs_layer]
+        frames = speech.frames_of(hidden, encoded.has_cls)
+        # Without a learned CLS (e.g. an imported plain wav2vec2) the mean frame stands in.
+        if encoded.has_cls:
+            cls = hidden[:, 0]
+        else:
+            weight = encoded.frame_mask[..., None].astype(hidden.dtype)
+            cls = jnp.sum(frames * weight, 1) / jnp.maximum(jnp.sum(weight, 1), 1.0)
+        return self.audio_pooler(frames, cls, encoded.frame_mask, deterministic)
+
+    def encode_image(self, image=None, regions=None, boxes=None) -> jax.Array:
+        """[batch, embed] image embedding, evaluation mode."""
+        return self.image_encoder(image, regions, boxes, deterministic=True)
+
+    def encode_audio(self, audio: jax.Array, frame_mask: jax.Array) -> jax.Array:
+        """[batch, embed] audio embedding from unmasked audio, evaluation mode."""
+        encoded = self.speech_encoder(
+            audio, frame_mask, deterministic=True, num_layers=self.config.vgs_layer
+        )
+        return self.pool_audio(encoded, deterministic=True)
+
+    def hidden_states(
+        self, audio: jax.Array, frame_mask: jax.Array, num_layers: int | None = None
+    ) -> speech.EncoderOutput:
+        """The speech encoder's outputs on unmasked audio (features for ABX)."""
+        return self.speech_encoder(audio, frame_mask, deterministic=True, num_layers=num_layers)

@@ -1,0 +1,193 @@
+"""The visually grounded branch: audio pooling (ResDAVEnet-style) and the image towers."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from fastvgs_jax.models import layers
+
+
+def _conv(features: int, kernel: int, stride: int, dtype, name: str) -> nn.Conv:
+    return nn.Conv(
+        features,
+        (kernel,),
+        (stride,),
+        padding=[(kernel // 2, kernel // 2)],
+        use_bias=False,
+        dtype=dtype,
+        kernel_init=layers.partitioned(nn.initializers.he_normal(), (None, "conv_in", "conv_out")),
+        name=name,
+    )
+
+
+def _batch_norm(name: str, deterministic: bool) -> nn.BatchNorm:
+    return nn.BatchNorm(
+        use_running_average=deterministic,
+        momentum=0.9,
+        epsilon=1e-5,
+        dtype=jnp.float32,
+        scale_init=layers.partitioned(nn.initializers.ones, ("conv_out",)),
+        bias_init=layers.partitioned(nn.initializers.zeros, ("conv_out",)),
+        name=name,
+    )
+
+
+def downsampled_mask(mask: jax.Array) -> jax.Array:
+    """[batch, frames] → [batch, ceil(frames / 2)]: the mask after a stride-2 'same' conv."""
+    return mask[:, ::2]
+
+
+class ResidualBlock(nn.Module):
+    """Two kernel-k convs over time with BatchNorm; a 1×1 conv shortcut when the shape changes."""
+
+    features: int
+    stride: int
+    kernel: int = 9
+    dtype: layers.Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, mask: jax.Array, deterministic: bool):
+        """x: [batch, frames, c], mask [batch, frames] → (y [batch, frames/stride, features], mask)."""
+        out_mask = downsampled_mask(mask) if self.stride == 2 else mask
+        bn_mask = out_mask[..., None]
+        h = _conv(self.features, self.kernel, self.stride, self.dtype, "conv1")(x)
+        h = nn.relu(_batch_norm("bn1", deterministic)(h, mask=bn_mask))
+        h = jnp.where(bn_mask, h, 0).astype(self.dtype)
+        h = _conv(self.features, self.kernel, 1, self.dtype, "conv2")(h)
+        h = _batch_norm("bn2", deterministic)(h, mask=bn_mask)
+        shortcut = x
+        if self.stride != 1 or x.shape[-1] != self.features:
+            shortcut = _conv(self.features, 1, self.stride, self.dtype, "shortcut")(x)
+            shortcut = _batch_norm("shortcut_bn", deterministic)(shortcut, mask=bn_mask)
+        y = nn.relu(h + shortcut)
+        return jnp.where(bn_mask, y, 0).astype(self.dtype), out_mask
+
+
+class AudioPooler(nn.Module):
+    """Layer-``vgs_layer`` frames → one audio embedding (FaST-VGS's coarse audio branch).
+
+    frames ─Linear→BN→ReLU→ residual stages (stride 2 each) → [B, T/16, D];
+    CLS ─MLP→ prepended; one post-LN transformer layer (no positions); Linear of position 0.
+    """
+
+    config: ml_collections.ConfigDict  # the model config's ``audio_pool`` section
+    dtype: layers.Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(
+        self, frames: jax.Array, cls: jax.Array, frame_mask: jax.Array, deterministic: bool
+    ) -> jax.Array:
+        """frames: [batch, frames, embed], cls: [batch, embed], frame_mask [batch, frames]
+        → audio embedding [batch, embed]."""
+        c = self.config
+        embed = frames.shape[-1]
+        widths = tuple(c.widths)
+        mask = frame_mask
+        x = jnp.where(mask[..., None], frames, 0).astype(self.dtype)
+        x = layers.dense(widths[0], ("embed", "conv_out"), self.dtype, "input_projection")(x)
+        x = nn.relu(_batch_norm("input_bn", deterministic)(x, mask=mask[..., None]))
+        x = jnp.where(mask[..., None], x, 0).astype(self.dtype)
+        for stage, width in enumerate(widths):
+            for block in range(c.blocks_per_stage):
+                stride = 2 if block == 0 else 1
+                x, mask = ResidualBlock(
+                    width, stride, c.kernel, self.dtype, name=f"stage_{stage}_block_{block}"
+                )(x, mask, deterministic)
+        if x.shape[-1] != embed:
+            raise ValueError(f"last audio_pool width {x.shape[-1]} must equal embed dim {embed}")
+        head = layers.ClsMlp(self.dtype, name="cls_mlp")(cls.astype(self.dtype))
+        x = jnp.concatenate([head[:, None, :], x], axis=1)
+        mask = jnp.pad(mask, ((0, 0), (1, 0)), constant_values=True)
+        x = layers.TransformerLayer(
+            c.num_heads,
+            c.mlp_dim,
+            c.dropout,
+            c.dropout,
+            0.0,
+            1e-12,
+            self.dtype,
+            name="transformer",
+        )(x, mask, deterministic)
+        return layers.dense(embed, ("embed", "embed_out"), self.dtype, "projection")(x[:, 0])
+
+
+class ImageEncoder(nn.Module):
+    """Image → embedding: region features + boxes, or ViT patches; then BERT layers on a CLS.
+
+    ``kind="regions"`` (FaST-VGS, detector features): LN(Linear(features)) and LN(Linear(boxes))
+    averaged. ``kind="vit"`` (pixels): a patch-embedding conv plus learned positions.
+    A learned CLS is prepended; the CLS output goes through the MLP head.
+    """
+
+    config: ml_collections.ConfigDict  # the model config's ``image`` section
+    embed_dim: int
+    dtype: layers.Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(
+        self,
+        image: jax.Array | None = None,
+        regions: jax.Array | None = None,
+        boxes: jax.Array | None = None,
+        *,
+        deterministic: bool = True,
+    ) -> jax.Array:
+        """image: [batch, H, W, 3], or regions [batch, R, feat] with boxes [batch, R, 4] (x1, y1,
+        x2, y2 divided by the image size) → image embedding [batch, embed]."""
+        c = self.config
+        d = self.embed_dim
+        if c.kind == "regions":
+            if regions is None or boxes is None:
+                raise ValueError("image.kind='regions' needs region features and boxes")
+            f = layers.dense(d, ("region", "embed"), self.dtype, "region_projection")(regions)
+            b = layers.dense(d, (None, "embed"), self.dtype, "box_projection")(boxes)
+            f = layers.layer_norm(1e-12, "region_norm")(f)
+            b = layers.layer_norm(1e-12, "box_norm")(b)
+            x = ((f + b) / 2).astype(self.dtype)
+        elif c.kind == "vit":
+            if image is None:
+                raise ValueError("image.kind='vit' needs pixels [batch, H, W, 3]")
+            if image.shape[1] % c.patch_size or image.shape[2] % c.patch_size:
+                raise ValueError(
+                    f"image {image.shape[1]}x{image.shape[2]} is not a multiple of "
+                    f"patch_size {c.patch_size}"
+                )
+            p = c.patch_size
+            x = nn.Conv(
+                d,
+                (p, p),
+                (p, p),
+                padding="VALID",
+                dtype=self.dtype,
+                kernel_init=layers.partitioned(layers.LINEAR_INIT, (None, None, None, "embed")),
+                bias_init=layers.partitioned(nn.initializers.zeros, ("embed",)),
+                name="patch_embedding",
+            )(image.astype(self.dtype))
+            x = x.reshape(x.shape[0], -1, d)
+            positions = self.param(
+                "positions",
+                layers.partitioned(layers.LINEAR_INIT, (None, "embed")),
+                (x.shape[1], d),
+            )
+            x = layers.layer_norm(1e-12, "patch_norm")(x + positions).astype(self.dtype)
+        else:
+            raise ValueError(f"unknown image encoder {c.kind!r}; expected 'regions' or 'vit'")
+        x = nn.Dropout(c.dropout)(x, deterministic=deterministic)
+        cls = self.param("cls", layers.partitioned(layers.LINEAR_INIT, ("embed",)), (d,))
+        x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (x.shape[0], 1, d)), x], 1)
+        hidden = layers.TransformerStack(
+            c.num_layers,
+            c.num_heads,
+            c.mlp_dim,
+            c.dropout,
+            c.dropout,
+            0.0,
+            1e-12,
+            False,
+            self.dtype,
+            name="transformer",
+        )(x, None, deterministic)
+        return layers.ClsMlp(self.dtype, name="cls_mlp")(hidden[-1][:, 0])
