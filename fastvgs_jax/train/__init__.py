@@ -1,0 +1,1 @@
+"""Training: objectives, (later) state, phases, the step and the loop."""
