@@ -123,9 +123,7 @@ class FaSTVGSPlus(nn.Module):
         audio_embedding = image_embedding = None
         if vgs:
             audio_embedding = self.pool_audio(encoded, deterministic)
-            image_embedding = self.image_encoder(
-                image, regions, boxes, deterministic=deterministic
-            )
+            image_embedding = self.image_encoder(image, regions, boxes, deterministic=deterministic)
         return ModelOutputs(encoded, ssl_out, audio_embedding, image_embedding)
 
     def pool_audio(self, encoded: speech.EncoderOutput, deterministic: bool = True) -> jax.Array:
@@ -156,3 +154,31 @@ class FaSTVGSPlus(nn.Module):
     ) -> speech.EncoderOutput:
         """The speech encoder's outputs on unmasked audio (features for ABX)."""
         return self.speech_encoder(audio, frame_mask, deterministic=True, num_layers=num_layers)
+
+
+def example_inputs(config: ml_collections.ConfigDict, batch: int = 1, seconds: float = 1.0):
+    """Zero inputs of the right shapes for ``init`` (audio, frame_mask, image, regions, boxes)."""
+    samples = int(seconds * 16_000)
+    frames = speech.frame_geometry(config).num_frames(samples)
+    audio = jnp.zeros((batch, samples), jnp.float32)
+    frame_mask = jnp.ones((batch, frames), bool)
+    image = regions = boxes = None
+    if config.image.kind == "vit":
+        image = jnp.zeros((batch, 64, 64, 3), jnp.float32)
+    else:
+        regions = jnp.zeros((batch, config.image.num_regions, config.image.region_dim))
+        boxes = jnp.zeros((batch, config.image.num_regions, 4))
+    return audio, frame_mask, image, regions, boxes
+
+
+def init_variables(config: ml_collections.ConfigDict, key: jax.Array) -> dict:
+    """Freshly initialised variables ({"params", "batch_stats"}), logical-axis boxes removed."""
+    model = FaSTVGSPlus(config)
+    audio, frame_mask, image, regions, boxes = example_inputs(config)
+    variables = model.init({"params": key}, audio, frame_mask, image, regions, boxes)
+    return nn.meta.unbox(variables)
+
+
+def abstract_variables(config: ml_collections.ConfigDict) -> dict:
+    """Shapes and dtypes of ``init_variables`` without computing anything."""
+    return jax.eval_shape(lambda: init_variables(config, jax.random.key(0)))

@@ -167,8 +167,8 @@ class TransformerStack(nn.Module):
         depth = self.num_layers if num_layers is None else num_layers
         if not 0 <= depth <= self.num_layers:
             raise ValueError(f"num_layers={depth} outside [0, {self.num_layers}]")
-        layer_cls = nn.remat(TransformerLayer, static_argnums=(3,)) if self.remat else (
-            TransformerLayer
+        layer_cls = (
+            nn.remat(TransformerLayer, static_argnums=(3,)) if self.remat else (TransformerLayer)
         )
         hidden = [x]
         for i in range(depth):

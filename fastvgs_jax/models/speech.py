@@ -121,7 +121,9 @@ class LogMelFrontend(nn.Module):
                 (s,),
                 padding="VALID",
                 dtype=self.dtype,
-                kernel_init=layers.partitioned(nn.initializers.he_normal(), (None, "mel", "conv_out")),
+                kernel_init=layers.partitioned(
+                    nn.initializers.he_normal(), (None, "mel", "conv_out")
+                ),
                 bias_init=layers.partitioned(nn.initializers.zeros, ("conv_out",)),
                 name=f"conv_{i}",
             )(x)
@@ -158,9 +160,7 @@ class PositionalConv(nn.Module):
             layers.partitioned(nn.initializers.constant(std * (fan * embed) ** 0.5), (None,)),
             (self.kernel,),
         )
-        bias = self.param(
-            "bias", layers.partitioned(nn.initializers.zeros, ("embed",)), (embed,)
-        )
+        bias = self.param("bias", layers.partitioned(nn.initializers.zeros, ("embed",)), (embed,))
         norms = jnp.sqrt(jnp.sum(jnp.square(direction), axis=(1, 2), keepdims=True))
         kernel = (magnitude[:, None, None] * direction / norms).astype(self.dtype)
         pad = self.kernel // 2

@@ -50,7 +50,7 @@ class ResidualBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array, deterministic: bool):
-        """x: [batch, frames, c], mask [batch, frames] → (y [batch, frames/stride, features], mask)."""
+        """x: [batch, frames, c], mask [batch, frames] → (y [batch, frames/stride, out], mask)."""
         out_mask = downsampled_mask(mask) if self.stride == 2 else mask
         bn_mask = out_mask[..., None]
         h = _conv(self.features, self.kernel, self.stride, self.dtype, "conv1")(x)

@@ -1,0 +1,1 @@
+"""Foreign weights ↔ our parameter trees: HF transformers, fairseq, FaST-VGS+ releases."""
