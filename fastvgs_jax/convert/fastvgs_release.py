@@ -126,6 +126,12 @@ def model_config_from_release(
     c.num_layers = count(re.escape(SPEECH_PREFIX) + r"encoder\.layers\.(\d+)\.")
     c.image.num_layers = count(r"trm\.(\d+)\.")
     c.vgs_layer = min(c.vgs_layer, c.num_layers)
+    stages = count(r"conv2\.layer(\d+)\.") - 1  # layer1..layerN
+    c.audio_pool.widths = tuple(
+        state[f"conv2.layer{k}.0.conv1.weight"].shape[0] for k in range(1, stages + 1)
+    )
+    c.audio_pool.blocks_per_stage = count(r"conv2\.layer1\.(\d+)\.")
+    c.audio_pool.kernel = state["conv2.layer1.0.conv1.weight"].shape[-1]
     hidden = state[f"{SPEECH_PREFIX}post_extract_proj.weight"].shape[0]
     c.hidden_dim = hidden
     c.image.region_dim = state["visn_fc.visn_fc.weight"].shape[1]

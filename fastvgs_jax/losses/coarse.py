@@ -9,6 +9,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from fastvgs_jax.losses.wav2vec2 import unit_vectors
+
 MASKED_SCORE = -10_000.0  # the reference's score for pairs that share an image
 
 
@@ -79,10 +81,8 @@ def coarse_clip_loss(
       audio, image: [batch, dim]; image_ids: [batch]; log_scale: [] learned log temperature
       (clipped at log 100 as CLIP does); example_mask: optional [batch] bool.
     """
-    audio = audio.astype(jnp.float32)
-    image = image.astype(jnp.float32)
-    audio = audio / jnp.maximum(jnp.linalg.norm(audio, axis=-1, keepdims=True), 1e-8)
-    image = image / jnp.maximum(jnp.linalg.norm(image, axis=-1, keepdims=True), 1e-8)
+    audio = unit_vectors(audio)
+    image = unit_vectors(image)
     scale = jnp.exp(jnp.minimum(log_scale, jnp.log(100.0)))
     scores = scale * jnp.einsum("id,jd->ij", image, audio)
     scores = jnp.where(_same_image_mask(image_ids), MASKED_SCORE, scores)

@@ -20,9 +20,11 @@ class ContrastiveOutput(NamedTuple):
     num_masked: jax.Array  # [] masked frames in the batch
 
 
-def _unit(x: jax.Array, eps: float = 1e-8) -> jax.Array:
+def unit_vectors(x: jax.Array, eps: float = 1e-8) -> jax.Array:
+    """x / max(‖x‖, eps) along the last axis, in fp32, with finite gradients at x = 0."""
     x = x.astype(jnp.float32)
-    return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
+    # rsqrt of a clamped squared norm: the gradient of norm() itself is NaN at 0.
+    return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), eps * eps))
 
 
 def contrastive_loss(
@@ -48,7 +50,7 @@ def contrastive_loss(
       negatives: [batch, frames, K] int frame indices (``masking.sample_negatives``).
       temperature: logits = cosine / temperature.
     """
-    similarity = jnp.einsum("btd,bsd->bts", _unit(context), _unit(targets))
+    similarity = jnp.einsum("btd,bsd->bts", unit_vectors(context), unit_vectors(targets))
     positive = jnp.diagonal(similarity, axis1=1, axis2=2)[..., None]  # [b, t, 1]
     safe = jnp.maximum(negatives, 0)
     negative = jnp.take_along_axis(similarity, safe, axis=-1)  # [b, t, K]

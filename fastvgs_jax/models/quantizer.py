@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import flax.linen as nn
@@ -18,8 +19,13 @@ class QuantizerOutput(NamedTuple):
 
 
 def gumbel_temperature(step: jax.Array | int, start: float, end: float, decay: float) -> jax.Array:
-    """fairseq's schedule: max(end, start · decay^step). decay = 1 keeps it constant."""
-    return jnp.maximum(end, start * jnp.power(decay, jnp.asarray(step, jnp.float32)))
+    """fairseq's schedule: max(end, start · decay^step). decay = 1 keeps it constant.
+
+    log(decay) is taken in float64 on the host: 0.999995 itself is not representable in
+    float32 to better than ~1e-2 relative error in (1 − decay).
+    """
+    log_decay = math.log(decay)
+    return jnp.maximum(end, start * jnp.exp(jnp.asarray(step, jnp.float32) * log_decay))
 
 
 class GumbelQuantizer(nn.Module):

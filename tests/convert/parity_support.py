@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import os
 
+import numpy as np
 import pytest
 
 
@@ -17,3 +18,59 @@ def require(module: str):
     if os.environ.get("FASTVGS_REQUIRE_PARITY") == "1":
         return importlib.import_module(module)
     return pytest.importorskip(module, reason="install the parity extra: pip install -e .[parity]")
+
+
+def hf_config(**overrides):
+    """A tiny HF Wav2Vec2Config (base layout: group norm, post-LN), dropout off."""
+    kwargs = dict(
+        conv_dim=(24, 24, 24, 24),
+        conv_kernel=(10, 3, 3, 2),
+        conv_stride=(5, 2, 2, 2),
+        feat_extract_norm="group",
+        conv_bias=False,
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        intermediate_size=48,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4,
+        num_codevector_groups=2,
+        num_codevectors_per_group=12,
+        codevector_dim=16,
+        proj_codevector_dim=8,
+        do_stable_layer_norm=False,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        feat_proj_dropout=0.0,
+        feat_quantizer_dropout=0.0,
+        final_dropout=0.0,
+        layerdrop=0.0,
+        mask_time_prob=0.5,
+    )
+    kwargs.update(overrides)
+    return require("transformers").Wav2Vec2Config(**kwargs)
+
+
+def random_hf_model(seed: int = 0, **overrides):
+    """A small post-LN Wav2Vec2ForPreTraining with every tensor randomised, no dropout."""
+    torch = require("torch")
+    torch.manual_seed(seed)
+    model = require("transformers").Wav2Vec2ForPreTraining(hf_config(**overrides))
+    with torch.no_grad():
+        # Perturb every tensor (norm scales and biases too), so a swapped or skipped
+        # parameter cannot hide behind an initialisation of ones or zeros.
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
+def audio_batch(batch_lengths=(4000, 2700), samples=4000, seed=1):
+    """Random audio [batch, samples] zero-padded after each length, and HF's attention mask."""
+    rng = np.random.default_rng(seed)
+    audio = rng.standard_normal((len(batch_lengths), samples)).astype(np.float32)
+    attention = np.zeros_like(audio, dtype=np.int64)
+    for i, n in enumerate(batch_lengths):
+        audio[i, n:] = 0.0
+        attention[i, :n] = 1
+    return audio, attention

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from parity_support import require
+from parity_support import audio_batch, random_hf_model, require
 
 from fastvgs_jax.convert import wav2vec2 as convert
 from fastvgs_jax.losses import wav2vec2 as w2v2_losses
@@ -19,58 +19,6 @@ transformers = require("transformers")
 TOL = 1e-4
 
 
-def _hf_config(**overrides):
-    kwargs = dict(
-        conv_dim=(24, 24, 24, 24),
-        conv_kernel=(10, 3, 3, 2),
-        conv_stride=(5, 2, 2, 2),
-        feat_extract_norm="group",
-        conv_bias=False,
-        hidden_size=32,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        intermediate_size=48,
-        num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=4,
-        num_codevector_groups=2,
-        num_codevectors_per_group=12,
-        codevector_dim=16,
-        proj_codevector_dim=8,
-        do_stable_layer_norm=False,
-        hidden_dropout=0.0,
-        attention_dropout=0.0,
-        activation_dropout=0.0,
-        feat_proj_dropout=0.0,
-        feat_quantizer_dropout=0.0,
-        final_dropout=0.0,
-        layerdrop=0.0,
-        mask_time_prob=0.5,
-    )
-    kwargs.update(overrides)
-    return transformers.Wav2Vec2Config(**kwargs)
-
-
-def _random_hf_model(seed: int = 0, **overrides):
-    torch.manual_seed(seed)
-    model = transformers.Wav2Vec2ForPreTraining(_hf_config(**overrides))
-    with torch.no_grad():
-        # Perturb every tensor (norm scales and biases too), so a swapped or skipped
-        # parameter cannot hide behind an initialisation of ones or zeros.
-        for p in model.parameters():
-            p.add_(0.1 * torch.randn_like(p))
-    return model
-
-
-def _inputs(batch_lengths=(4000, 2700), samples=4000, seed=1):
-    rng = np.random.default_rng(seed)
-    audio = rng.standard_normal((len(batch_lengths), samples)).astype(np.float32)
-    attention = np.zeros_like(audio, dtype=np.int64)
-    for i, n in enumerate(batch_lengths):
-        audio[i, n:] = 0.0
-        attention[i, :n] = 1
-    return audio, attention
-
-
 def _hf_frame_mask(model, attention: np.ndarray, frames: int) -> np.ndarray:
     mask = model.wav2vec2._get_feature_vector_attention_mask(frames, torch.from_numpy(attention))
     return mask.numpy().astype(bool)
@@ -79,7 +27,7 @@ def _hf_frame_mask(model, attention: np.ndarray, frames: int) -> np.ndarray:
 @pytest.fixture(scope="module")
 def imported(tmp_path_factory):
     """A random HF model saved with save_pretrained and read back by our loader."""
-    hf = _random_hf_model()
+    hf = random_hf_model()
     path = tmp_path_factory.mktemp("hf")
     hf.save_pretrained(path)
     config, variables, report = convert.load_hf(path)
@@ -96,7 +44,7 @@ def test_import_restores_every_encoder_tensor_and_reports_the_rest(imported):
 
 def test_every_hidden_state_matches_hf(imported):
     hf, config, variables, _ = imported
-    audio, attention = _inputs()
+    audio, attention = audio_batch()
     with torch.no_grad():
         out = hf.wav2vec2(
             torch.from_numpy(audio),
@@ -120,7 +68,7 @@ def test_quantizer_and_contrastive_loss_match_hf_given_the_same_noise_and_masks(
     imported, monkeypatch
 ):
     hf, config, variables, _ = imported
-    audio, attention = _inputs()
+    audio, attention = audio_batch()
     frames = fastvgs.speech.frame_geometry(config).num_frames(audio.shape[1])
     frame_mask = _hf_frame_mask(hf, attention, frames)
     masked = np.asarray(masking.mask_spans(jax.random.key(0), jnp.asarray(frame_mask), 0.5, 4, 2))
@@ -176,9 +124,7 @@ def test_quantizer_and_contrastive_loss_match_hf_given_the_same_noise_and_masks(
     )
     # HF sums over masked frames; ours is the mean.
     n = masked.sum()
-    np.testing.assert_allclose(
-        float(contrastive.loss) * n, out.contrastive_loss.item(), rtol=1e-4
-    )
+    np.testing.assert_allclose(float(contrastive.loss) * n, out.contrastive_loss.item(), rtol=1e-4)
     diversity = w2v2_losses.diversity_loss(ssl.soft_probs, jnp.asarray(masked))
     np.testing.assert_allclose(float(diversity) * n, out.diversity_loss.item(), rtol=1e-4)
 
@@ -190,7 +136,7 @@ def test_export_is_loaded_by_transformers_and_gives_our_hidden_states(tmp_path):
     variables = fastvgs.init_variables(config, jax.random.key(3))
     convert.save_hf(variables, config, tmp_path)
     hf = transformers.Wav2Vec2ForPreTraining.from_pretrained(tmp_path).eval()
-    audio, attention = _inputs(batch_lengths=(6000, 6000), samples=6000)
+    audio, attention = audio_batch(batch_lengths=(6000, 6000), samples=6000)
     with torch.no_grad():
         out = hf.wav2vec2(torch.from_numpy(audio), output_hidden_states=True)
     model = fastvgs.FaSTVGSPlus(config)
