@@ -7,6 +7,8 @@ masked input during joint training). Losses live in ``fastvgs_jax.losses``.
 
 from __future__ import annotations
 
+import functools
+import json
 from typing import NamedTuple
 
 import flax.linen as nn
@@ -173,10 +175,17 @@ def example_inputs(config: ml_collections.ConfigDict, batch: int = 1, seconds: f
 
 def init_variables(config: ml_collections.ConfigDict, key: jax.Array) -> dict:
     """Freshly initialised variables ({"params", "batch_stats"}), logical-axis boxes removed."""
+    return _jitted_init(config.to_json())(key)
+
+
+@functools.lru_cache(maxsize=16)
+def _jitted_init(config_json: str):
+    # Jitted (op-by-op initialisation compiles every op separately) and cached per config,
+    # so repeated initialisations of one architecture compile once.
+    config = ml_collections.ConfigDict(json.loads(config_json))
     model = FaSTVGSPlus(config)
-    audio, frame_mask, image, regions, boxes = example_inputs(config)
-    variables = model.init({"params": key}, audio, frame_mask, image, regions, boxes)
-    return nn.meta.unbox(variables)
+    inputs = example_inputs(config)
+    return jax.jit(lambda key: nn.meta.unbox(model.init({"params": key}, *inputs)))
 
 
 def abstract_variables(config: ml_collections.ConfigDict) -> dict:

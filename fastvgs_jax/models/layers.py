@@ -59,7 +59,9 @@ def scale_gradient(x: jax.Array, scale: float) -> jax.Array:
         return x
     if scale == 0.0:
         return jax.lax.stop_gradient(x)
-    return x * scale + jax.lax.stop_gradient(x * (1.0 - scale))
+    # x − sg(x) is exactly 0 forward, so the output is exactly x; its gradient is `scale`.
+    frozen = jax.lax.stop_gradient(x)
+    return frozen + scale * (x - frozen)
 
 
 class SelfAttention(nn.Module):
