@@ -157,3 +157,28 @@ def test_export_is_loaded_by_transformers_and_gives_our_hidden_states(tmp_path):
         for k in path:
             other = other[k.key]
         np.testing.assert_array_equal(np.asarray(leaf), np.asarray(other))
+
+
+def test_log_mel_matches_transformers_numpy_audio_utils():
+    from transformers import audio_utils
+
+    from fastvgs_jax.models import logmel
+
+    audio = np.random.default_rng(0).standard_normal((2, 8000)).astype(np.float32)
+    ours = np.asarray(logmel.log_mel(jnp.asarray(audio)))
+    filters = audio_utils.mel_filter_bank(257, 80, 0.0, 8000.0, 16000, norm=None, mel_scale="htk")
+    window = audio_utils.window_function(400, "hann", periodic=True)
+    for row, x in zip(ours, audio, strict=True):
+        mel = audio_utils.spectrogram(
+            x.astype(np.float64),
+            window,
+            frame_length=400,
+            hop_length=160,
+            fft_length=512,
+            power=2.0,
+            center=False,
+            mel_filters=filters,
+            mel_floor=1e-30,
+            dtype=np.float64,
+        )
+        np.testing.assert_allclose(row, np.log(mel.T + 1e-6), atol=2e-4)
