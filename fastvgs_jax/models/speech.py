@@ -164,14 +164,7 @@ class PositionalConv(nn.Module):
         norms = jnp.sqrt(jnp.sum(jnp.square(direction), axis=(1, 2), keepdims=True))
         kernel = (magnitude[:, None, None] * direction / norms).astype(self.dtype)
         pad = self.kernel // 2
-        y = jax.lax.conv_general_dilated(
-            x.astype(self.dtype),
-            kernel,
-            window_strides=(1,),
-            padding=[(pad, pad)],
-            dimension_numbers=("NWC", "WIO", "NWC"),
-            feature_group_count=self.groups,
-        )
+        y = layers.grouped_conv1d(x.astype(self.dtype), kernel, pad, self.groups)
         if self.kernel % 2 == 0:
             y = y[:, :-1]
         return layers.gelu(y + bias.astype(self.dtype))

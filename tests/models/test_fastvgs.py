@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec
 
-from fastvgs_jax.models import fastvgs, layers, sharding, speech
+from fastvgs_jax.models import fastvgs, layers, sharding, speech, vgs
 from fastvgs_jax.models.config import model_config
 from fastvgs_jax.train import objectives
 
@@ -187,3 +187,44 @@ def test_parameters_shard_over_an_fsdp_mesh():
     assert kernel.sharding.spec == PartitionSpec("fsdp", "model")  # model axis of size 1
     assert len(kernel.addressable_shards) == 8
     assert kernel.addressable_shards[0].data.shape == (config.hidden_dim // 8, config.mlp_dim)
+
+
+def test_region_image_encoder_and_missing_input_errors():
+    config = model_config("tiny")
+    config.image.kind = "regions"
+    encoder = vgs.ImageEncoder(config.image, config.hidden_dim)
+    rng = np.random.default_rng(0)
+    regions = jnp.asarray(rng.standard_normal((3, 4, config.image.region_dim)), jnp.float32)
+    boxes = jnp.asarray(rng.uniform(size=(3, 4, 4)), jnp.float32)
+    variables = encoder.init(jax.random.key(0), regions=regions, boxes=boxes)
+    embedding = encoder.apply(variables, regions=regions, boxes=boxes)
+    assert embedding.shape == (3, config.hidden_dim)
+    # Region order does not matter to a transformer without positions.
+    permuted = encoder.apply(variables, regions=regions[:, ::-1], boxes=boxes[:, ::-1])
+    np.testing.assert_allclose(np.asarray(embedding), np.asarray(permuted), atol=1e-5)
+    with pytest.raises(ValueError, match="regions"):
+        encoder.apply(variables, image=jnp.zeros((3, 64, 64, 3)))
+
+
+def test_grouped_conv_custom_gradient_matches_autodiff():
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((2, 11, 8)), jnp.float32)
+    kernel = jnp.asarray(rng.standard_normal((6, 2, 8)), jnp.float32)
+
+    def reference(x, kernel):
+        return jax.lax.conv_general_dilated(
+            x,
+            kernel,
+            (1,),
+            [(3, 3)],
+            dimension_numbers=("NWC", "WIO", "NWC"),
+            feature_group_count=4,
+        )
+
+    def loss(conv):
+        return lambda x, k: jnp.sum(jnp.sin(conv(x, k)))
+
+    ours = jax.grad(loss(lambda x, k: layers.grouped_conv1d(x, k, 3, 4)), argnums=(0, 1))(x, kernel)
+    theirs = jax.grad(loss(reference), argnums=(0, 1))(x, kernel)
+    for a, b in zip(ours, theirs, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
