@@ -74,3 +74,28 @@ def audio_batch(batch_lengths=(4000, 2700), samples=4000, seed=1):
         audio[i, n:] = 0.0
         attention[i, :n] = 1
     return audio, attention
+
+
+def hf_hidden_states(hf, audio: np.ndarray, attention: np.ndarray):
+    """HF's every-layer hidden states (numpy) and its frame-level padding mask."""
+    torch = require("torch")
+    with torch.no_grad():
+        out = hf.wav2vec2(
+            torch.from_numpy(audio),
+            attention_mask=torch.from_numpy(attention),
+            output_hidden_states=True,
+        )
+    frames = out.hidden_states[0].shape[1]
+    mask = hf.wav2vec2._get_feature_vector_attention_mask(frames, torch.from_numpy(attention))
+    return [h.numpy() for h in out.hidden_states], out, mask.numpy().astype(bool)
+
+
+def our_hidden_states(config, variables, audio: np.ndarray, frame_mask: np.ndarray):
+    """Our encoder's outputs on unmasked audio (jitted: op-by-op dispatch is slow)."""
+    import jax  # noqa: PLC0415
+
+    from fastvgs_jax.models import fastvgs  # noqa: PLC0415
+
+    model = fastvgs.FaSTVGSPlus(config)
+    encode = jax.jit(lambda v, a, m: model.apply(v, a, m, method=model.hidden_states))
+    return encode(variables, audio, frame_mask)

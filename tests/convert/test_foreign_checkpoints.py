@@ -7,10 +7,15 @@ import json
 import re
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
-from parity_support import audio_batch, random_hf_model, require
+from parity_support import (
+    audio_batch,
+    hf_hidden_states,
+    our_hidden_states,
+    random_hf_model,
+    require,
+)
 
 from fastvgs_jax.convert import fastvgs_release, mapping
 from fastvgs_jax.convert import wav2vec2 as convert
@@ -95,22 +100,10 @@ def test_fairseq_checkpoint_with_args_gives_hf_hidden_states(tmp_path):
     assert (config.num_layers, config.hidden_dim, config.quantizer.entries) == (3, 32, 12)
 
     audio, attention = audio_batch()
-    with torch.no_grad():
-        out = hf.wav2vec2(
-            torch.from_numpy(audio),
-            attention_mask=torch.from_numpy(attention),
-            output_hidden_states=True,
-        )
-    frames = out.hidden_states[0].shape[1]
-    frame_mask = hf.wav2vec2._get_feature_vector_attention_mask(
-        frames, torch.from_numpy(attention)
-    ).numpy()
-    model = fastvgs.FaSTVGSPlus(config)
-    ours = model.apply(
-        variables, jnp.asarray(audio), jnp.asarray(frame_mask), method=model.hidden_states
-    )
-    for a, b in zip(ours.hidden_states, out.hidden_states, strict=True):
-        np.testing.assert_allclose(np.asarray(a)[frame_mask], b.numpy()[frame_mask], atol=1e-4)
+    theirs, _, frame_mask = hf_hidden_states(hf, audio, attention)
+    ours = our_hidden_states(config, variables, audio, frame_mask)
+    for a, b in zip(ours.hidden_states, theirs, strict=True):
+        np.testing.assert_allclose(np.asarray(a)[frame_mask], b[frame_mask], atol=1e-4)
 
 
 def _release_config():

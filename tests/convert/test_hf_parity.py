@@ -6,7 +6,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from parity_support import audio_batch, random_hf_model, require
+from parity_support import (
+    audio_batch,
+    hf_hidden_states,
+    our_hidden_states,
+    random_hf_model,
+    require,
+)
 
 from fastvgs_jax.convert import wav2vec2 as convert
 from fastvgs_jax.losses import wav2vec2 as w2v2_losses
@@ -45,18 +51,8 @@ def test_import_restores_every_encoder_tensor_and_reports_the_rest(imported):
 def test_every_hidden_state_matches_hf(imported):
     hf, config, variables, _ = imported
     audio, attention = audio_batch()
-    with torch.no_grad():
-        out = hf.wav2vec2(
-            torch.from_numpy(audio),
-            attention_mask=torch.from_numpy(attention),
-            output_hidden_states=True,
-        )
-    theirs = [h.numpy() for h in out.hidden_states]
-    frame_mask = _hf_frame_mask(hf, attention, theirs[0].shape[1])
-    model = fastvgs.FaSTVGSPlus(config)
-    ours = model.apply(
-        variables, jnp.asarray(audio), jnp.asarray(frame_mask), method=model.hidden_states
-    )
+    theirs, out, frame_mask = hf_hidden_states(hf, audio, attention)
+    ours = our_hidden_states(config, variables, audio, frame_mask)
     assert len(ours.hidden_states) == len(theirs) == config.num_layers + 1
     np.testing.assert_allclose(ours.features, out.extract_features.numpy(), atol=TOL, rtol=0)
     for layer, (a, b) in enumerate(zip(ours.hidden_states, theirs, strict=True)):
@@ -137,18 +133,10 @@ def test_export_is_loaded_by_transformers_and_gives_our_hidden_states(tmp_path):
     convert.save_hf(variables, config, tmp_path)
     hf = transformers.Wav2Vec2ForPreTraining.from_pretrained(tmp_path).eval()
     audio, attention = audio_batch(batch_lengths=(6000, 6000), samples=6000)
-    with torch.no_grad():
-        out = hf.wav2vec2(torch.from_numpy(audio), output_hidden_states=True)
-    model = fastvgs.FaSTVGSPlus(config)
-    frames = out.hidden_states[0].shape[1]
-    ours = model.apply(
-        variables,
-        jnp.asarray(audio),
-        jnp.ones((2, frames), bool),
-        method=model.hidden_states,
-    )
-    for a, b in zip(ours.hidden_states, out.hidden_states, strict=True):
-        np.testing.assert_allclose(np.asarray(a), b.numpy(), atol=TOL, rtol=0)
+    theirs, _, frame_mask = hf_hidden_states(hf, audio, attention)
+    ours = our_hidden_states(config, variables, audio, frame_mask)
+    for a, b in zip(ours.hidden_states, theirs, strict=True):
+        np.testing.assert_allclose(np.asarray(a), b, atol=TOL, rtol=0)
     # And back: re-import gives the same tensors.
     _, again, report = convert.load_hf(tmp_path)
     assert report.unused_keys == []
