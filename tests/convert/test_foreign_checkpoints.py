@@ -182,12 +182,17 @@ def test_release_bundle_round_trips_through_torch_save(tmp_path):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=str(path))
 
 
+def _zeros(config):
+    """A variables tree of zeros (abstract shapes only: no initialiser is compiled)."""
+    return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), fastvgs.abstract_variables(config))
+
+
 def test_missing_key_names_the_key(tmp_path):
     hf = random_hf_model()
     state = {k: v for k, v in hf.state_dict().items() if "layers.1.final_layer_norm.bias" not in k}
     config = convert.model_config_from_hf(hf.config.to_dict())
     with pytest.raises(mapping.ConversionError, match=r"missing key .*layers\.1\.final_layer_norm"):
-        convert.from_hf({k: v.numpy() for k, v in state.items()}, config)
+        convert.from_hf({k: v.numpy() for k, v in state.items()}, config, _zeros(config))
 
 
 def test_shape_mismatch_names_the_key_and_both_shapes():
@@ -198,7 +203,7 @@ def test_shape_mismatch_names_the_key_and_both_shapes():
     with pytest.raises(
         mapping.ConversionError, match=r"intermediate_dense.weight.*\(48, 32\).*\(40, 32\)"
     ):
-        convert.from_hf(state, config)
+        convert.from_hf(state, config, _zeros(config))
 
 
 def test_other_architectures_are_refused(tmp_path):

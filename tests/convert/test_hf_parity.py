@@ -87,7 +87,7 @@ def test_quantizer_and_contrastive_loss_match_hf_given_the_same_noise_and_masks(
         out = hf(
             torch.from_numpy(audio),
             attention_mask=torch.from_numpy(attention),
-            mask_time_indices=torch.from_numpy(masked),
+            mask_time_indices=torch.from_numpy(masked.copy()),
             sampled_negative_indices=torch.from_numpy(negatives + offsets),
         )
     hf.eval()
