@@ -16,7 +16,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from fastvgs_jax.models import layers, quantizer, speech, vgs
+from fastvgs_jax.models import layers, quantizer, speech
+from fastvgs_jax.models.vgs import AudioPooler, ImageEncoder
 
 
 class SslOutputs(NamedTuple):
@@ -71,8 +72,8 @@ class FaSTVGSPlus(nn.Module):
         self.context_projection = layers.dense(
             q.final_dim, ("embed", "final"), jnp.float32, "context_projection"
         )
-        self.audio_pooler = vgs.AudioPooler(c.audio_pool, self.dtype)
-        self.image_encoder = vgs.ImageEncoder(c.image, c.hidden_dim, self.dtype)
+        self.audio_pooler = AudioPooler(c.audio_pool, self.dtype)
+        self.image_encoder = ImageEncoder(c.image, c.hidden_dim, self.dtype)
         if c.coarse.loss == "clip":
             self.log_scale = self.param(
                 "log_scale", nn.initializers.constant(c.coarse.init_log_scale), ()

@@ -228,3 +228,16 @@ def test_grouped_conv_custom_gradient_matches_autodiff():
     theirs = jax.grad(loss(reference), argnums=(0, 1))(x, kernel)
     for a, b in zip(ours, theirs, strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+
+
+def test_remat_keeps_parameter_names_and_gradients():
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 7, 8)), jnp.float32)
+    grads = []
+    for remat in (False, True):
+        stack = layers.TransformerStack(2, 2, 16, dropout=0.0, attention_dropout=0.0, remat=remat)
+        variables = stack.init(jax.random.key(0), x, None, True)
+        loss = lambda v, s=stack: jnp.sum(s.apply(v, x, None, True)[-1] ** 2)  # noqa: E731
+        grads.append(jax.jit(jax.grad(loss))(variables))
+    assert jax.tree.structure(grads[0]) == jax.tree.structure(grads[1])
+    for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1]), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
