@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from fastvgs_jax.models import layers, quantizer, speech
 from fastvgs_jax.models.vgs import AudioPooler, ImageEncoder
@@ -160,17 +161,21 @@ class FaSTVGSPlus(nn.Module):
 
 
 def example_inputs(config: ml_collections.ConfigDict, batch: int = 1, seconds: float = 1.0):
-    """Zero inputs of the right shapes for ``init`` (audio, frame_mask, image, regions, boxes)."""
+    """Zero inputs of the right shapes for ``init`` (audio, frame_mask, image, regions, boxes).
+
+    numpy, not jax arrays: they are captured by cached jitted initialisers, and a jax array
+    created under a trace (e.g. inside ``eval_shape``) would leak that trace.
+    """
     samples = int(seconds * 16_000)
     frames = speech.frame_geometry(config).num_frames(samples)
-    audio = jnp.zeros((batch, samples), jnp.float32)
-    frame_mask = jnp.ones((batch, frames), bool)
+    audio = np.zeros((batch, samples), np.float32)
+    frame_mask = np.ones((batch, frames), bool)
     image = regions = boxes = None
     if config.image.kind == "vit":
-        image = jnp.zeros((batch, 64, 64, 3), jnp.float32)
+        image = np.zeros((batch, 64, 64, 3), np.float32)
     else:
-        regions = jnp.zeros((batch, config.image.num_regions, config.image.region_dim))
-        boxes = jnp.zeros((batch, config.image.num_regions, 4))
+        regions = np.zeros((batch, config.image.num_regions, config.image.region_dim), np.float32)
+        boxes = np.zeros((batch, config.image.num_regions, 4), np.float32)
     return audio, frame_mask, image, regions, boxes
 
 
@@ -191,4 +196,4 @@ def _jitted_init(config_json: str):
 
 def abstract_variables(config: ml_collections.ConfigDict) -> dict:
     """Shapes and dtypes of ``init_variables`` without computing anything."""
-    return jax.eval_shape(lambda: init_variables(config, jax.random.key(0)))
+    return jax.eval_shape(_jitted_init(config.to_json()), jax.random.key(0))

@@ -241,3 +241,12 @@ def test_remat_keeps_parameter_names_and_gradients():
     assert jax.tree.structure(grads[0]) == jax.tree.structure(grads[1])
     for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1]), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+
+
+def test_abstract_then_concrete_initialisation_of_a_new_config():
+    config = model_config("tiny")
+    config.num_layers = 1
+    config.vgs_layer = 1
+    shapes = fastvgs.abstract_variables(config)  # traces the cached initialiser first
+    variables = fastvgs.init_variables(config, jax.random.key(0))
+    assert jax.tree.map(lambda s: s.shape, shapes) == jax.tree.map(lambda v: v.shape, variables)
