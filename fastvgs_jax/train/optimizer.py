@@ -1,0 +1,77 @@
+"""The reference optimiser: Adam without bias correction, decoupled weight decay, warm-up
+then linear decay, global gradient-norm clipping (BERT's ``BertAdam``, as FaST-VGS uses).
+
+AdamW (optax, bias-corrected) is the alternative ``optimizer.name="adamw"``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+
+class NoBiasAdamState(NamedTuple):
+    mu: optax.Updates
+    nu: optax.Updates
+
+
+def scale_by_adam_without_bias_correction(
+    b1: float = 0.9, b2: float = 0.999, eps: float = 1e-6
+) -> optax.GradientTransformation:
+    """m ← β1·m + (1−β1)·g; v ← β2·v + (1−β2)·g²; update = m / (√v + ε) — no 1/(1−βᵗ)."""
+
+    def init(params):
+        zeros = jax.tree.map(lambda p: jnp.zeros_like(p, jnp.float32), params)
+        return NoBiasAdamState(zeros, jax.tree.map(jnp.copy, zeros))
+
+    def update(updates, state, params=None):
+        del params
+        mu = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, updates)
+        nu = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * jnp.square(g), state.nu, updates)
+        out = jax.tree.map(lambda m, v: m / (jnp.sqrt(v) + eps), mu, nu)
+        return out, NoBiasAdamState(mu, nu)
+
+    return optax.GradientTransformation(init, update)
+
+
+def warmup_linear_decay(peak: float, total_steps: int, warmup_fraction: float) -> optax.Schedule:
+    """0 → ``peak`` linearly over ``warmup_fraction`` of the steps, then linearly to 0."""
+    if total_steps <= 0:
+        raise ValueError(f"a learning-rate schedule needs a positive length, got {total_steps}")
+    warmup = max(1, int(round(warmup_fraction * total_steps)))
+    return optax.join_schedules(
+        [
+            optax.linear_schedule(0.0, peak, warmup),
+            optax.linear_schedule(peak, 0.0, max(1, total_steps - warmup)),
+        ],
+        [warmup],
+    )
+
+
+def make_optimizer(
+    config: ml_collections.ConfigDict, total_steps: int
+) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """The configured optimiser for a schedule of ``total_steps`` updates, and its lr schedule.
+
+    config: the run config's ``optimizer`` section (name, learning_rate, b1, b2, eps,
+    weight_decay, warmup_fraction, clip_norm).
+    """
+    schedule = warmup_linear_decay(config.learning_rate, total_steps, config.warmup_fraction)
+    if config.name == "bert_adam":
+        core = [
+            scale_by_adam_without_bias_correction(config.b1, config.b2, config.eps),
+            optax.add_decayed_weights(config.weight_decay),
+        ]
+    elif config.name == "adamw":
+        core = [
+            optax.scale_by_adam(config.b1, config.b2, config.eps),
+            optax.add_decayed_weights(config.weight_decay),
+        ]
+    else:
+        raise ValueError(f"optimizer.name={config.name!r}; expected 'bert_adam' or 'adamw'")
+    clip = [optax.clip_by_global_norm(config.clip_norm)] if config.clip_norm > 0 else []
+    return optax.chain(*clip, *core, optax.scale_by_learning_rate(schedule)), schedule

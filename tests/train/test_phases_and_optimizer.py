@@ -1,0 +1,116 @@
+"""Phases as data (α schedules, validation, schedule segments) and the reference optimiser."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from fastvgs_jax.train import config as run_config
+from fastvgs_jax.train import optimizer, phases
+
+
+def _phases(*plan):
+    c = run_config.base_config("tiny", "tiny")
+    c.phases = list(plan)
+    return phases.phases_from_config(c)
+
+
+def test_two_phase_study_model_splits_20_to_50_and_resets():
+    plan = run_config.study_phases("w2v2_vgs", 700)
+    (first, second) = _phases(*plan)
+    assert (first.steps, second.steps) == (200, 500)
+    assert first.loss_weights(0, "audio_image") == (0.0, 1.0)
+    assert second.loss_weights(499, "audio_image") == (1.0, 0.0)
+    assert second.reset_optimizer
+    assert first.needs("audio_image") == (True, False)  # SSL only: no VGS branch compiled
+    assert second.needs("audio_image") == (False, True)
+
+
+def test_alpha_schedules():
+    p = run_config.phase("ramp", 11, 0.0)
+    p.alpha.kind, p.alpha.end = "linear", 1.0
+    (ramp,) = _phases(p)
+    assert [ramp.alpha(i) for i in (0, 5, 10)] == pytest.approx([0.0, 0.5, 1.0])
+    p.alpha.kind = "cosine"
+    (cos,) = _phases(p)
+    assert [cos.alpha(i) for i in (0, 5, 10)] == pytest.approx([0.0, 0.5, 1.0])
+    p.alpha.kind, p.alpha.boundaries, p.alpha.values = "steps", (3, 8), (0.25, 0.75)
+    (steps,) = _phases(p)
+    assert [steps.alpha(i) for i in (0, 3, 7, 8)] == [0.0, 0.25, 0.25, 0.75]
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda p: setattr(p, "steps", 0), "steps must be positive"),
+        (lambda p: setattr(p.alpha, "kind", "sine"), "alpha.kind"),
+        (lambda p: setattr(p.alpha, "start", 1.5), r"\[0, 1\]"),
+        (lambda p: setattr(p, "weights", (0.0, 0.0, 0.0)), "all loss weights are zero"),
+        (lambda p: setattr(p, "mix", {"audio_only": 1.0}), "needs audio-image data"),
+        (lambda p: setattr(p, "mix", {"captions": 1.0}), "unknown mix streams"),
+    ],
+)
+def test_bad_phases_are_clear_errors(edit, message):
+    p = run_config.phase("bad", 10, 0.5)
+    edit(p)
+    with pytest.raises(ValueError, match=message):
+        _phases(p)
+
+
+def test_a_kept_optimizer_shares_one_schedule_across_phases():
+    a = run_config.phase("a", 10, 0.0)
+    b = run_config.phase("b", 30, 0.0, reset_optimizer=False)
+    c = run_config.phase("c", 5, 1.0)
+    plan = _phases(a, b, c)
+    assert phases.schedule_lengths(plan) == [40, 40, 5]
+    assert phases.locate(plan, 0) == (0, 0)
+    assert phases.locate(plan, 12) == (1, 2)
+    assert phases.locate(plan, 44) == (2, 4)
+    assert phases.locate(plan, 45) == (3, 0)
+
+
+def test_warmup_then_linear_decay():
+    schedule = optimizer.warmup_linear_decay(1e-4, 100, 0.1)
+    assert float(schedule(0)) == 0.0
+    assert float(schedule(10)) == pytest.approx(1e-4)
+    assert float(schedule(55)) == pytest.approx(0.5e-4)
+    assert float(schedule(100)) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_adam_without_bias_correction_first_step_by_hand():
+    c = run_config.base_config("tiny", "tiny").optimizer
+    c.clip_norm = 0.0
+    c.weight_decay = 0.0
+    tx, _ = optimizer.make_optimizer(c, total_steps=10)  # warm-up 1 step: lr(0)=0, lr(1)=1e-4
+    params = {"w": jnp.array([1.0, -2.0])}
+    grads = {"w": jnp.array([0.5, -0.1])}
+    state = tx.init(params)
+    _, state = tx.update(grads, state, params)  # step 0: lr 0
+    updates, _ = tx.update(grads, state, params)
+    # m = 0.1·g·(1 + 0.9), v = 0.001·g²·(1 + 0.999); no 1/(1 − βᵗ) correction.
+    g = np.array([0.5, -0.1])
+    m = 0.1 * g * 1.9
+    v = 0.001 * g**2 * 1.999
+    expected = -1e-4 * m / (np.sqrt(v) + 1e-6)
+    np.testing.assert_allclose(np.asarray(updates["w"]), expected, rtol=1e-5)
+    # Bias-corrected Adam would move lr = 1e-4 per coordinate; early steps without the
+    # correction move (1 − β1)(1 + β1) / √((1 − β2)(1 + β2)) ≈ 4.25 times that.
+    assert float(updates["w"][0]) == pytest.approx(-4.25e-4, rel=1e-3)
+
+
+def test_decoupled_weight_decay_and_clipping():
+    c = run_config.base_config("tiny", "tiny").optimizer
+    tx, _ = optimizer.make_optimizer(c, total_steps=10)
+    params = {"w": jnp.array([3.0, 4.0])}
+    state = tx.init(params)
+    huge = {"w": jnp.array([300.0, 400.0])}
+    clipped = optax.clip_by_global_norm(1.0).update(huge, optax.EmptyState())[0]
+    np.testing.assert_allclose(np.asarray(clipped["w"]), [0.6, 0.8], rtol=1e-6)
+    _, state = tx.update(huge, state, params)
+    zero = jax.tree.map(jnp.zeros_like, params)
+    updates, _ = tx.update(zero, state, params)
+    # With zero gradient the update is m/(√v+ε) from the clipped history plus 0.01·w.
+    assert np.all(np.isfinite(np.asarray(updates["w"])))
