@@ -76,11 +76,15 @@ def joint_loss(
     key: jax.Array,
     step: jax.Array | int,
     alpha: jax.Array | float,
+    ssl_weight: jax.Array | float | None = None,
     *,
     ssl: bool = True,
     vgs: bool = True,
 ) -> tuple[jax.Array, tuple[dict[str, jax.Array], dict]]:
     """α·coarse + (1 − α)·SSL on one batch, in training mode.
+
+    ``alpha`` weighs the coarse loss; ``ssl_weight`` (default 1 − α) the SSL loss, so
+    separate FaST-VGS+ weights fit the same call.
 
     ``ssl`` / ``vgs`` are static: a phase with α = 1 skips the SSL head and the layers above
     ``vgs_layer``; α = 0 skips the VGS branch and needs no images.
@@ -120,7 +124,8 @@ def joint_loss(
         negatives = masking.sample_negatives(k_neg, masked, config.num_negatives)
         terms = ssl_terms(config, outputs, masked, negatives)
         metrics.update(terms)
-        loss = loss + (1.0 - alpha) * terms["ssl"]
+        weight = (1.0 - alpha) if ssl_weight is None else ssl_weight
+        loss = loss + weight * terms["ssl"]
     if vgs:
         log_scale = params.get("log_scale") if config.coarse.loss == "clip" else None
         coarse = coarse_term(config, outputs, batch["image_id"], log_scale)

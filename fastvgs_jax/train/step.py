@@ -1,0 +1,106 @@
+"""Train state and the jitted train step: state in, state out, one compile per batch kind."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from fastvgs_jax.models import fastvgs, sharding
+from fastvgs_jax.train import objectives
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array  # [] int32, optimiser updates so far in the whole run
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    key: jax.Array  # the run's PRNG key; each step folds in its step number
+    skipped: jax.Array  # [] int32, non-finite steps skipped (nonfinite="skip")
+
+
+def init_state(
+    model: fastvgs.FaSTVGSPlus,
+    tx: optax.GradientTransformation,
+    key: jax.Array,
+    mesh: jax.sharding.Mesh,
+    rules=sharding.DEFAULT_RULES,
+) -> TrainState:
+    """A fresh state created directly in its shards: parameters (and the optimiser moments
+    that mirror them) laid out by their logical axes, everything else replicated."""
+    inputs = fastvgs.example_inputs(model.config)
+
+    def build(key):
+        init_key, run_key = jax.random.split(key)
+        variables = model.init({"params": init_key}, *inputs)
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=variables["params"],
+            batch_stats=variables["batch_stats"],
+            opt_state=tx.init(variables["params"]),
+            key=run_key,
+            skipped=jnp.zeros((), jnp.int32),
+        )
+
+    shardings = sharding.logical_shardings(jax.eval_shape(build, key), mesh, rules)
+    return jax.jit(lambda k: nn.meta.unbox(build(k)), out_shardings=shardings)(key)
+
+
+def make_train_step(
+    model: fastvgs.FaSTVGSPlus,
+    tx: optax.GradientTransformation,
+    *,
+    ssl: bool,
+    vgs: bool,
+    skip_nonfinite: bool = False,
+):
+    """``step(state, batch, coarse_weight, ssl_weight) -> (state, metrics)`` (not jitted).
+
+    The loss weights are traced scalars, so an α schedule never recompiles; ``ssl``/``vgs``
+    are static (which heads run). A non-finite loss or gradient norm leaves the state
+    unchanged (the caller stops the run, or counts the skip when ``skip_nonfinite``).
+    """
+
+    def step(state: TrainState, batch: dict, coarse_weight, ssl_weight):
+        key = jax.random.fold_in(state.key, state.step)
+
+        def loss_fn(params):
+            return objectives.joint_loss(
+                model,
+                params,
+                state.batch_stats,
+                batch,
+                key,
+                state.step,
+                coarse_weight,
+                ssl_weight,
+                ssl=ssl,
+                vgs=vgs,
+            )
+
+        (loss, (metrics, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params
+        )
+        grad_norm = optax.global_norm(grads)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        keep = lambda new, old: jax.tree.map(  # noqa: E731
+            lambda n, o: jnp.where(finite, n, o), new, old
+        )
+        new_state = state.replace(
+            step=state.step + jnp.where(finite | skip_nonfinite, 1, 0).astype(jnp.int32),
+            params=keep(params, state.params),
+            batch_stats=keep(batch_stats, state.batch_stats),
+            opt_state=keep(opt_state, state.opt_state),
+            skipped=state.skipped + jnp.where(finite, 0, 1).astype(jnp.int32),
+        )
+        metrics = dict(metrics, grad_norm=grad_norm, finite=finite)
+        return new_state, metrics
+
+    return step
