@@ -26,12 +26,13 @@ from fastvgs_jax.data import pipelines
 from fastvgs_jax.models import fastvgs, sharding, speech
 from fastvgs_jax.train import optimizer as optimizer_lib
 from fastvgs_jax.train import phases as phases_lib
-from fastvgs_jax.train.step import TrainState, init_state, make_train_step
+from fastvgs_jax.train.step import TrainState, init_state, make_train_step, state_shardings
 
 log = logging.getLogger(__name__)
 
 # Batch entries that go to the device (the rest, e.g. the "kind" tag, stay on the host).
 DEVICE_KEYS = ("audio", "frame_mask", "image", "image_id")
+TRACES: dict = {}  # traces of every step _jitted_step built (tests check for retraces)
 
 
 class NonFiniteError(FloatingPointError):
@@ -131,7 +132,9 @@ def train(
             if latest is not None:
                 state, iterator = _restore(manager, latest, state, iterator, phase_index)
         if phase.reset_optimizer and int(state.step) == phase_start:
-            state = state.replace(opt_state=tx.init(state.params))
+            state = state.replace(opt_state=jax.jit(tx.init)(state.params))
+        # The layout the jitted steps produce, so their inputs never differ from it.
+        state = jax.device_put(state, state_shardings(model, tx, mesh, base_key))
         steps = {}
         for kind, _ in phase.mix:
             ssl, vgs = phase.needs(kind)
@@ -143,6 +146,8 @@ def train(
                 ssl,
                 vgs,
                 config.nonfinite == "skip",
+                mesh,
+                config.prng_impl,
             )
         with jax.set_mesh(mesh):
             while int(state.step) < phase_start + phase.steps:
@@ -198,17 +203,28 @@ def _restore(manager, step: int, state: TrainState, iterator, phase_index: int):
 
 
 @functools.lru_cache(maxsize=32)
-def _jitted_step(model_json, precision, optimizer_json, schedule_length, ssl, vgs, skip):
-    """One jitted step per (architecture, optimiser, schedule, heads): a resumed or repeated
-    run in the same process reuses the compiled executable instead of recompiling."""
+def _jitted_step(
+    model_json, precision, optimizer_json, schedule_length, ssl, vgs, skip, mesh, prng_impl
+):
+    """One jitted step per (architecture, optimiser, schedule, heads, mesh): a resumed or
+    repeated run in the same process reuses the compiled executable. The state keeps its
+    shardings from step to step (``out_shardings``), so the step never recompiles."""
     model = fastvgs.FaSTVGSPlus(
         ml_collections.ConfigDict(json.loads(model_json)),
         dtype=jnp.bfloat16 if precision == "bf16" else jnp.float32,
     )
     optimizer_config = ml_collections.ConfigDict(json.loads(optimizer_json))
     tx, _ = optimizer_lib.make_optimizer(optimizer_config, schedule_length)
+    shardings = state_shardings(model, tx, mesh, jax.random.key(0, impl=prng_impl))
     step = make_train_step(model, tx, ssl=ssl, vgs=vgs, skip_nonfinite=skip)
-    return jax.jit(step, donate_argnums=0)
+    key = (model_json, optimizer_json, schedule_length, ssl, vgs, skip)
+    TRACES[key] = 0
+
+    def counted_step(*args):
+        TRACES[key] += 1  # runs once per trace, not per call
+        return step(*args)
+
+    return jax.jit(counted_step, out_shardings=(shardings, None), donate_argnums=0)
 
 
 def _phase_ends(plan) -> set[int]:

@@ -24,15 +24,7 @@ class TrainState:
     skipped: jax.Array  # [] int32, non-finite steps skipped (nonfinite="skip")
 
 
-def init_state(
-    model: fastvgs.FaSTVGSPlus,
-    tx: optax.GradientTransformation,
-    key: jax.Array,
-    mesh: jax.sharding.Mesh,
-    rules=sharding.DEFAULT_RULES,
-) -> TrainState:
-    """A fresh state created directly in its shards: parameters (and the optimiser moments
-    that mirror them) laid out by their logical axes, everything else replicated."""
+def _state_builder(model: fastvgs.FaSTVGSPlus, tx: optax.GradientTransformation):
     inputs = fastvgs.example_inputs(model.config)
 
     def build(key):
@@ -47,7 +39,32 @@ def init_state(
             skipped=jnp.zeros((), jnp.int32),
         )
 
-    shardings = sharding.logical_shardings(jax.eval_shape(build, key), mesh, rules)
+    return build
+
+
+def state_shardings(
+    model: fastvgs.FaSTVGSPlus,
+    tx: optax.GradientTransformation,
+    mesh: jax.sharding.Mesh,
+    key: jax.Array,
+    rules=sharding.DEFAULT_RULES,
+):
+    """NamedShardings of a TrainState: parameters (and the optimiser moments that mirror
+    them) by their logical axes, everything else replicated."""
+    abstract = jax.eval_shape(_state_builder(model, tx), key)
+    return sharding.logical_shardings(abstract, mesh, rules)
+
+
+def init_state(
+    model: fastvgs.FaSTVGSPlus,
+    tx: optax.GradientTransformation,
+    key: jax.Array,
+    mesh: jax.sharding.Mesh,
+    rules=sharding.DEFAULT_RULES,
+) -> TrainState:
+    """A fresh state created directly in its shards (see ``state_shardings``)."""
+    build = _state_builder(model, tx)
+    shardings = state_shardings(model, tx, mesh, key, rules)
     return jax.jit(lambda k: nn.meta.unbox(build(k)), out_shardings=shardings)(key)
 
 

@@ -51,6 +51,8 @@ def test_phases_run_in_order_with_their_objectives(uninterrupted):
     assert "contrastive" in lines[0] and "coarse" not in lines[0]
     assert "coarse" in lines[-1] and "contrastive" not in lines[-1]
     assert all(np.isfinite(x["loss"]) for x in lines)
+    # One trace per phase step (SSL-only, then VGS-only), reused at every step.
+    assert sorted(loop.TRACES.values()) == [1, 1], loop.TRACES
     # Phase ends are kept beside the rolling snapshots.
     kept = sorted(int(p.name) for p in (workdir / "snapshots").iterdir() if p.name.isdigit())
     assert {2, 7} <= set(kept)
