@@ -87,3 +87,28 @@ def base_config(model_size: str = "base", data_preset: str = "small") -> ml_coll
 
     c.phases = study_phases("vgsplus", 1000)
     return c
+
+
+def study_model_config(objectives: str, arg: str | None = None) -> ml_collections.ConfigDict:
+    """A study model ("vgs", "w2v2_vgs", ...) at the paper's sizes; ``arg`` may be
+    "MODEL_SIZE,DATA_PRESET,STEPS" (e.g. "small,small,3000") to scale it."""
+    size, preset, steps = "base", "small", 10_000
+    if arg:
+        parts = arg.split(",")
+        if len(parts) != 3:
+            raise ValueError(f"config argument {arg!r}: expected MODEL_SIZE,DATA_PRESET,STEPS")
+        size, preset, steps = parts[0], parts[1], int(parts[2])
+    c = base_config(size, preset)
+    c.phases = study_phases(objectives, steps)
+    return c
+
+
+def fastvgs_plus_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    """Peng's FaST-VGS+ (coarse): audio-image and audio-only batches mixed half and half,
+    0.1·coarse + 1·SSL(captions) + 1·SSL(audio-only)."""
+    c = study_model_config("vgsplus", arg)
+    total = c.phases[0].steps
+    p = phase("fastvgs_plus", total, 0.5, mix={"audio_image": 0.5, "audio_only": 0.5})
+    p.weights = (0.1, 1.0, 1.0)
+    c.phases = [p]
+    return c

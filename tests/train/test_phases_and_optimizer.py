@@ -114,3 +114,34 @@ def test_decoupled_weight_decay_and_clipping():
     updates, _ = tx.update(zero, state, params)
     # With zero gradient the update is m/(√v+ε) from the clipped history plus 0.01·w.
     assert np.all(np.isfinite(np.asarray(updates["w"])))
+
+
+STUDY_CONFIGS = (
+    "w2v2",
+    "vgs",
+    "vgsplus",
+    "w2v2_vgsplus",
+    "vgs_vgsplus",
+    "w2v2_vgs",
+    "vgs_w2v2",
+    "vgsplus_w2v2",
+    "vgsplus_vgs",
+    "fastvgs_plus",
+    "demo",
+)
+
+
+@pytest.mark.parametrize("name", STUDY_CONFIGS)
+def test_every_study_config_loads_and_validates(name):
+    import importlib
+
+    from fastvgs_jax.models import fastvgs
+
+    module = importlib.import_module(f"configs.{name}")
+    config = module.get_config("tiny,tiny,70") if name != "demo" else module.get_config()
+    plan = phases.phases_from_config(config)
+    fastvgs.check_model_config(config.model)
+    assert sum(p.steps for p in plan) == (70 if name != "demo" else 2000)
+    if "_" in name and name != "fastvgs_plus":
+        assert [p.steps for p in plan] == ([20, 50] if name != "demo" else [571, 1429])
+        assert plan[1].reset_optimizer

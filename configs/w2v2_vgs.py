@@ -1,0 +1,16 @@
+"""(W2V2, VGS): 20 parts SSL, then 50 parts VGS, optimiser reset (sequential).
+
+    python launch/train.py --config=configs/w2v2_vgs.py --workdir=runs/w2v2_vgs
+    python launch/train.py --config=configs/w2v2_vgs.py:small,small,3000 --workdir=runs/x
+
+The argument scales it: MODEL_SIZE,DATA_PRESET,STEPS. Override any field, e.g.
+``--config.optimizer.learning_rate=5e-5`` or ``'--config.phases[0].steps=500'``.
+"""
+
+import ml_collections
+
+from fastvgs_jax.train.config import study_model_config
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    return study_model_config("w2v2_vgs", arg)

@@ -1,0 +1,30 @@
+"""Train one model of the study (every phase of its config), resuming from the workdir.
+
+    python launch/train.py --config=configs/demo.py --workdir=runs/demo
+    python launch/train.py --config=configs/w2v2_vgs.py:small,small,3000 --workdir=runs/x \
+        --config.data.data_dir=data '--config.phases[1].steps=2000'
+
+Builds the configured corpus first if it is missing.
+"""
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from fastvgs_jax.data import build
+from fastvgs_jax.train import loop
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Run config file.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Snapshots and metrics go here.", required=True)
+
+
+def main(argv) -> None:
+    del argv
+    config = _CONFIG.value
+    loop.prepare(config)  # validate before building data or writing anything
+    build.ensure_built(config.data.data_dir, config.data.preset, seed=config.data.corpus_seed)
+    state = loop.train(config, _WORKDIR.value)
+    logging.info("finished at step %d", int(state.step))
+
+
+if __name__ == "__main__":
+    app.run(main)
