@@ -100,7 +100,7 @@ def import_weights(
     """
     flat = flat_variables(variables)
     used: set[str] = set()
-    restored: list[str] = []
+    restored: list[tuple[str, ...]] = []
     for rule in rules:
         if rule.ours not in flat:
             raise ConversionError(f"internal: no model variable {'/'.join(rule.ours)}")
@@ -123,11 +123,11 @@ def import_weights(
         converted = LAYOUTS[rule.layout][0](value.astype(np.float32), our_shape)
         flat[rule.ours] = np.ascontiguousarray(converted, dtype=np.asarray(flat[rule.ours]).dtype)
         used.add(key)
-        restored.append("/".join(rule.ours))
-    touched = {r.ours for r in rules if "/".join(r.ours) in set(restored)}
-    kept = ["/".join(p) for p in flat if p not in touched]
+        restored.append(rule.ours)
+    done = set(restored)
+    kept = ["/".join(p) for p in flat if p not in done]
     unused = sorted(k for k in state if k not in used)
-    report = ImportReport(restored, kept, unused)
+    report = ImportReport(["/".join(p) for p in restored], kept, unused)
     return flax.traverse_util.unflatten_dict(flat), report
 
 

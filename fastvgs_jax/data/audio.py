@@ -6,57 +6,13 @@ Masks are True on real content and False on padding.
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
+
+from fastvgs_jax.frames import FrameGeometry  # noqa: F401 (part of this module's API)
 
 # ImageNet statistics, as the image towers of the reference expect.
 IMAGE_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGE_STD = np.array([0.229, 0.224, 0.225], np.float32)
-
-
-@dataclasses.dataclass(frozen=True)
-class FrameGeometry:
-    """How the audio frontend turns samples into frames (a stack of strided convolutions).
-
-    The wav2vec2 CNN default gives a 400-sample receptive field and a 320-sample stride:
-    one frame per 20 ms at 16 kHz.
-    """
-
-    kernels: tuple[int, ...] = (10, 3, 3, 3, 3, 2, 2)
-    strides: tuple[int, ...] = (5, 2, 2, 2, 2, 2, 2)
-
-    def __post_init__(self):
-        if len(self.kernels) != len(self.strides) or not self.kernels:
-            raise ValueError("kernels and strides must be non-empty and of equal length")
-
-    @property
-    def stride(self) -> int:
-        return int(np.prod(self.strides))
-
-    @property
-    def receptive_field(self) -> int:
-        field, jump = 1, 1
-        for k, s in zip(self.kernels, self.strides, strict=True):
-            field += (k - 1) * jump
-            jump *= s
-        return field
-
-    def num_frames(self, num_samples: int) -> int:
-        """Frames a valid (unpadded) convolution stack produces from ``num_samples``."""
-        length = num_samples
-        for k, s in zip(self.kernels, self.strides, strict=True):
-            length = max(0, (length - k) // s + 1)
-        return length
-
-    def frame_mask(self, num_valid: int, num_samples: int) -> np.ndarray:
-        """[frames] bool: a frame is padding if all samples it sees are padding.
-
-        Valid samples are the prefix ``[0, num_valid)``, so frame i is real iff its first
-        sample ``i * stride`` is.
-        """
-        starts = np.arange(self.num_frames(num_samples)) * self.stride
-        return starts < num_valid
 
 
 def normalize_waveform(audio: np.ndarray, name: str = "audio") -> np.ndarray:

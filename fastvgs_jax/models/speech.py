@@ -17,20 +17,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from fastvgs_jax.frames import FrameGeometry
 from fastvgs_jax.models import layers, logmel
-
-
-class FrameGeometry(NamedTuple):
-    """The frontend as a stack of (kernel, stride) convolutions over samples."""
-
-    kernels: tuple[int, ...]
-    strides: tuple[int, ...]
-
-    def num_frames(self, num_samples: int) -> int:
-        length = num_samples
-        for k, s in zip(self.kernels, self.strides, strict=True):
-            length = max(0, (length - k) // s + 1)
-        return length
 
 
 def frame_geometry(config: ml_collections.ConfigDict) -> FrameGeometry:

@@ -35,6 +35,18 @@ def _batch_norm(name: str, deterministic: bool) -> nn.BatchNorm:
     )
 
 
+def bert_layer_settings(config: ml_collections.ConfigDict) -> dict:
+    """The BERT-style layers of the VGS branch: one dropout everywhere, LayerNorm eps 1e-12."""
+    return dict(
+        num_heads=config.num_heads,
+        mlp_dim=config.mlp_dim,
+        dropout=config.dropout,
+        attention_dropout=config.dropout,
+        activation_dropout=0.0,
+        layer_norm_eps=1e-12,
+    )
+
+
 def downsampled_mask(mask: jax.Array) -> jax.Array:
     """[batch, frames] → [batch, ceil(frames / 2)]: the mask after a stride-2 'same' conv."""
     return mask[:, ::2]
@@ -101,16 +113,9 @@ class AudioPooler(nn.Module):
         head = layers.ClsMlp(self.dtype, name="cls_mlp")(cls.astype(self.dtype))
         x = jnp.concatenate([head[:, None, :], x], axis=1)
         mask = jnp.pad(mask, ((0, 0), (1, 0)), constant_values=True)
-        x = layers.TransformerLayer(
-            c.num_heads,
-            c.mlp_dim,
-            c.dropout,
-            c.dropout,
-            0.0,
-            1e-12,
-            self.dtype,
-            name="transformer",
-        )(x, mask, deterministic)
+        x = layers.TransformerLayer(**bert_layer_settings(c), dtype=self.dtype, name="transformer")(
+            x, mask, deterministic
+        )
         return layers.dense(embed, ("embed", "embed_out"), self.dtype, "projection")(x[:, 0])
 
 
@@ -179,15 +184,6 @@ class ImageEncoder(nn.Module):
         cls = self.param("cls", layers.partitioned(layers.LINEAR_INIT, ("embed",)), (d,))
         x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (x.shape[0], 1, d)), x], 1)
         hidden = layers.TransformerStack(
-            c.num_layers,
-            c.num_heads,
-            c.mlp_dim,
-            c.dropout,
-            c.dropout,
-            0.0,
-            1e-12,
-            False,
-            self.dtype,
-            name="transformer",
+            c.num_layers, **bert_layer_settings(c), dtype=self.dtype, name="transformer"
         )(x, None, deterministic)
         return layers.ClsMlp(self.dtype, name="cls_mlp")(hidden[-1][:, 0])

@@ -85,9 +85,15 @@ def hf_hidden_states(hf, audio: np.ndarray, attention: np.ndarray):
             attention_mask=torch.from_numpy(attention),
             output_hidden_states=True,
         )
-    frames = out.hidden_states[0].shape[1]
+    mask = hf_frame_mask(hf, attention, out.hidden_states[0].shape[1])
+    return [h.numpy() for h in out.hidden_states], out, mask
+
+
+def hf_frame_mask(hf, attention: np.ndarray, frames: int) -> np.ndarray:
+    """HF's frame-level padding mask (a frame is real when all its samples are)."""
+    torch = require("torch")
     mask = hf.wav2vec2._get_feature_vector_attention_mask(frames, torch.from_numpy(attention))
-    return [h.numpy() for h in out.hidden_states], out, mask.numpy().astype(bool)
+    return mask.numpy().astype(bool)
 
 
 def our_hidden_states(config, variables, audio: np.ndarray, frame_mask: np.ndarray):

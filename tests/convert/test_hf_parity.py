@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from parity_support import (
     audio_batch,
+    hf_frame_mask,
     hf_hidden_states,
     our_hidden_states,
     random_hf_model,
@@ -23,11 +24,6 @@ torch = require("torch")
 transformers = require("transformers")
 
 TOL = 1e-4
-
-
-def _hf_frame_mask(model, attention: np.ndarray, frames: int) -> np.ndarray:
-    mask = model.wav2vec2._get_feature_vector_attention_mask(frames, torch.from_numpy(attention))
-    return mask.numpy().astype(bool)
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +62,7 @@ def test_quantizer_and_contrastive_loss_match_hf_given_the_same_noise_and_masks(
     hf, config, variables, _ = imported
     audio, attention = audio_batch()
     frames = fastvgs.speech.frame_geometry(config).num_frames(audio.shape[1])
-    frame_mask = _hf_frame_mask(hf, attention, frames)
+    frame_mask = hf_frame_mask(hf, attention, frames)
     masked = np.asarray(masking.mask_spans(jax.random.key(0), jnp.asarray(frame_mask), 0.5, 4, 2))
     negatives = np.asarray(masking.sample_negatives(jax.random.key(1), jnp.asarray(masked), 7))
     assert masked.sum(-1).min() >= 2
