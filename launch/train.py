@@ -3,8 +3,10 @@
     python launch/train.py --config=configs/demo.py --workdir=runs/demo
     python launch/train.py --config=configs/w2v2_vgs.py:small,small,3000 --workdir=runs/x \
         --config.data.data_dir=data '--config.phases[1].steps=2000'
+    python launch/train.py --config=configs/vgs.py:small,small,3000 --workdir=runs/y \
+        --init_from=runs/x   # start from another run's newest snapshot (matching params)
 
-Builds the configured corpus first if it is missing.
+Builds the configured corpus first if it is missing. Running the same command again resumes.
 """
 
 from absl import app, flags, logging
@@ -12,9 +14,16 @@ from ml_collections import config_flags
 
 from fastvgs_jax.data import build
 from fastvgs_jax.train import loop
+from fastvgs_jax.train.step import state_digest
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Run config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Snapshots and metrics go here.", required=True)
+_INIT_FROM = flags.DEFINE_string(
+    "init_from",
+    None,
+    "Another run's workdir: a new run takes its newest snapshot's parameters wherever "
+    "paths and shapes match (ignored when this workdir already has snapshots).",
+)
 
 
 def main(argv) -> None:
@@ -22,8 +31,8 @@ def main(argv) -> None:
     config = _CONFIG.value
     loop.prepare(config)  # validate before building data or writing anything
     build.ensure_built(config.data.data_dir, config.data.preset, seed=config.data.corpus_seed)
-    state = loop.train(config, _WORKDIR.value)
-    logging.info("finished at step %d", int(state.step))
+    state = loop.train(config, _WORKDIR.value, init_from=_INIT_FROM.value)
+    logging.info("finished at step %d; state sha256 %s", int(state.step), state_digest(state))
 
 
 if __name__ == "__main__":

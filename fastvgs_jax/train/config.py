@@ -84,6 +84,7 @@ def base_config(model_size: str = "base", data_preset: str = "small") -> ml_coll
     c.snapshot_every = 500  # steps between snapshots (and at every phase end)
     c.keep_snapshots = 3  # rolling snapshots kept (phase-end snapshots are always kept)
     c.nonfinite = "stop"  # stop | skip: what a non-finite loss or gradient does
+    c.progress = True  # a console progress bar with ETA per phase (process 0)
 
     c.phases = study_phases("vgsplus", 1000)
     return c

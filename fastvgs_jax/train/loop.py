@@ -1,8 +1,9 @@
 """The training loop: phases in order, one jitted step per batch kind, Orbax snapshots,
-resume from the latest snapshot of the workdir.
+resume from the newest readable snapshot of the workdir.
 
-Stages (top to bottom): validate config → mesh → model and optimiser → restore or init →
-per phase: data stream, jitted steps → steps with logging → snapshot at phase end.
+Stages (top to bottom): validate config → mesh → model and optimiser → init in shards →
+restore (or ``init_from``) → manifest → per phase: data stream (restored position),
+optimiser reset, jitted steps → steps with metrics, snapshots and the evaluation hook.
 """
 
 from __future__ import annotations
@@ -14,16 +15,14 @@ import math
 import os
 from collections.abc import Callable
 
-import grain
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
-from orbax.checkpoint import checkpoint_managers
 
 from fastvgs_jax.data import pipelines
 from fastvgs_jax.models import fastvgs, sharding, speech
+from fastvgs_jax.train import manifest, reporting, snapshots
 from fastvgs_jax.train import optimizer as optimizer_lib
 from fastvgs_jax.train import phases as phases_lib
 from fastvgs_jax.train.step import TrainState, init_state, make_train_step, state_shardings
@@ -76,130 +75,145 @@ def _device_batch(batch: dict, mesh) -> dict:
     return out
 
 
-def _snapshot_args(state: TrainState, iterator, meta: dict):
-    return ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        data=grain.checkpoint.CheckpointSave(iterator),
-        meta=ocp.args.JsonSave(meta),
-    )
+def _phase_starts(plan) -> list[int]:
+    starts, total = [], 0
+    for p in plan:
+        starts.append(total)
+        total += p.steps
+    return starts
+
+
+def _schedule_starts(plan, phase_starts) -> list[int]:
+    """Per phase: the global step its lr schedule counts from (phases that keep the
+    optimiser continue the schedule of the phase before)."""
+    out = []
+    for i, p in enumerate(plan):
+        out.append(phase_starts[i] if i == 0 or p.reset_optimizer else out[-1])
+    return out
 
 
 def train(
     config: ml_collections.ConfigDict,
     workdir: str,
     *,
+    init_from: str | None = None,
     eval_hook: Callable[[TrainState, int, str], None] | None = None,
     stop_after: int | None = None,
 ) -> TrainState:
     """Run (or resume) every phase of ``config`` in ``workdir``; returns the final state.
 
-    ``stop_after`` ends the process's work after that many global steps (tests, budgets);
-    the run resumes from its snapshots when called again.
+    A workdir with snapshots resumes from its newest readable one. Otherwise ``init_from``
+    (another run's workdir) provides the model's parameters wherever paths and shapes match.
+    ``eval_hook(state, step, phase_name)`` runs every ``eval_every`` steps and at every phase
+    end. ``stop_after`` ends the process's work after that many global steps (tests,
+    budgets); the run resumes from its snapshots when called again.
     """
     plan = prepare(config)
     os.makedirs(workdir, exist_ok=True)
     mesh = sharding.make_mesh(resolve_mesh_shape(config.mesh_shape, jax.device_count()))
     dtype = jnp.bfloat16 if config.precision == "bf16" else jnp.float32
     model = fastvgs.FaSTVGSPlus(config.model, dtype=dtype)
-    schedule_lengths = phases_lib.schedule_lengths(plan)
-    manager = ocp.CheckpointManager(
-        os.path.join(os.path.abspath(workdir), "snapshots"),
-        options=ocp.CheckpointManagerOptions(
-            # The latest N, plus the snapshot that closes every phase (the handoff points).
-            preservation_policy=checkpoint_managers.AnyPreservationPolicy(
-                [
-                    checkpoint_managers.LatestN(config.keep_snapshots),
-                    checkpoint_managers.CustomSteps(sorted(_phase_ends(plan))),
-                ]
-            ),
-            create=True,
-        ),
-    )
+    lengths = phases_lib.schedule_lengths(plan)
+    phase_starts = _phase_starts(plan)
+    schedule_starts = _schedule_starts(plan, phase_starts)
     total = sum(p.steps for p in plan)
+    manager = snapshots.make_manager(workdir, config.keep_snapshots, _phase_ends(plan))
     base_key = jax.random.key(config.seed, impl=config.prng_impl)
 
-    latest = manager.latest_step()
-    start_step = 0 if latest is None else int(latest)
-    phase_index, _ = phases_lib.locate(plan, start_step)
-    state = None
-    while phase_index < len(plan):
-        phase = plan[phase_index]
-        phase_start = sum(p.steps for p in plan[:phase_index])
-        tx, schedule = optimizer_lib.make_optimizer(config.optimizer, schedule_lengths[phase_index])
-        iterator = iter(pipelines.mixed_stream_from_config(config.data, dict(phase.mix)))
-        if state is None:
-            state = init_state(model, tx, base_key, mesh)
-            if latest is not None:
-                state, iterator = _restore(manager, latest, state, iterator, phase_index)
-        if phase.reset_optimizer and int(state.step) == phase_start:
-            state = state.replace(opt_state=jax.jit(tx.init)(state.params))
-        # The layout the jitted steps produce, so their inputs never differ from it.
-        state = jax.device_put(state, state_shardings(model, tx, mesh, base_key))
-        steps = {}
-        for kind, _ in phase.mix:
-            ssl, vgs = phase.needs(kind)
-            steps[kind] = _jitted_step(
-                config.model.to_json(),
-                config.precision,
-                config.optimizer.to_json(),
-                schedule_lengths[phase_index],
-                ssl,
-                vgs,
-                config.nonfinite == "skip",
-                mesh,
-                config.prng_impl,
+    # Every phase's optimiser has the same state structure; only its schedule differs.
+    tx, _ = optimizer_lib.make_optimizer(config.optimizer, lengths[0])
+    state = init_state(model, tx, base_key, mesh)
+    restored = snapshots.restore_latest(manager, state)
+    resume_meta = None
+    if restored is not None:
+        state, resume_meta = restored
+        log.info("resumed from snapshot %d (%s)", int(state.step), resume_meta["phase"])
+    elif init_from:
+        state, _ = snapshots.init_from(init_from, state)
+    manifest.record(workdir, config, mesh, int(state.step))
+    reporter = reporting.RunReporter(workdir, progress=config.progress)
+    phase_index, _ = phases_lib.locate(plan, int(state.step))
+    try:
+        for phase_index in range(phase_index, len(plan)):  # noqa: B020 - resumes mid-plan
+            phase, phase_start = plan[phase_index], phase_starts[phase_index]
+            phase_end = phase_start + phase.steps
+            tx, schedule = optimizer_lib.make_optimizer(config.optimizer, lengths[phase_index])
+            iterator = iter(pipelines.mixed_stream_from_config(config.data, dict(phase.mix)))
+            step_now = int(state.step)
+            if resume_meta is not None and resume_meta["phase_index"] == phase_index:
+                # A snapshot taken inside this phase: continue its data stream. (A phase-end
+                # snapshot belongs to the previous phase's mix; this phase starts afresh.)
+                snapshots.restore_data(manager, step_now, iterator)
+            resume_meta = None
+            if phase.reset_optimizer and step_now == phase_start:
+                state = state.replace(opt_state=jax.jit(tx.init)(state.params))
+            # The layout the jitted steps produce, so their inputs never differ from it.
+            state = jax.device_put(state, state_shardings(model, tx, mesh, base_key))
+            steps = {
+                kind: _jitted_step(
+                    config.model.to_json(),
+                    config.precision,
+                    config.optimizer.to_json(),
+                    lengths[phase_index],
+                    *phase.needs(kind),
+                    config.nonfinite == "skip",
+                    mesh,
+                    config.prng_impl,
+                )
+                for kind, _ in phase.mix
+            }
+            reporter.start_phase(
+                phase_index, len(plan), phase.name, step_now - phase_start, phase.steps
             )
-        with jax.set_mesh(mesh):
-            while int(state.step) < phase_start + phase.steps:
-                global_step = int(state.step)
-                if stop_after is not None and global_step >= stop_after:
-                    manager.wait_until_finished()
-                    return state
-                batch = next(iterator)
-                kind = str(batch["kind"])
-                coarse_w, ssl_w = phase.loss_weights(global_step - phase_start, kind)
-                state, metrics = steps[kind](state, _device_batch(batch, mesh), coarse_w, ssl_w)
-                if not bool(metrics["finite"]) and config.nonfinite == "stop":
-                    bad = [k for k, v in metrics.items() if not np.all(np.isfinite(v))]
-                    manager.wait_until_finished()
-                    raise NonFiniteError(
-                        f"step {global_step} ({phase.name}): non-finite {', '.join(bad)}"
-                    )
-                done = int(state.step)
-                if done % config.log_every == 0 or done == total:
-                    line = {k: float(v) for k, v in metrics.items() if np.ndim(v) == 0}
-                    line.update(step=done, phase=phase.name, lr=float(schedule(done - phase_start)))
-                    with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
-                        f.write(json.dumps(line) + "\n")
-                phase_end = done == phase_start + phase.steps
-                if done % config.snapshot_every == 0 or phase_end:
-                    meta = {"phase_index": phase_index, "phase": phase.name, "step": done}
-                    manager.save(done, args=_snapshot_args(state, iterator, meta))
-                if eval_hook is not None and (done % config.eval_every == 0 or phase_end):
-                    eval_hook(state, done, phase.name)
-        phase_index += 1
-    manager.wait_until_finished()
+            with jax.set_mesh(mesh):
+                while int(state.step) < phase_end:
+                    global_step = int(state.step)
+                    if stop_after is not None and global_step >= stop_after:
+                        return state
+                    batch = next(iterator)
+                    kind = str(batch["kind"])
+                    in_phase = global_step - phase_start
+                    coarse_w, ssl_w = phase.loss_weights(in_phase, kind)
+                    state, metrics = steps[kind](state, _device_batch(batch, mesh), coarse_w, ssl_w)
+                    if not bool(metrics["finite"]):
+                        _non_finite(config, global_step, phase.name, metrics)
+                    done = int(state.step)
+                    reporter.step_done(_audio_seconds(batch, config.data.sample_rate))
+                    if done % config.log_every == 0 or done in (phase_end, total):
+                        line = {k: float(v) for k, v in metrics.items() if np.ndim(v) == 0}
+                        line.update(
+                            alpha=phase.alpha(in_phase),
+                            coarse_weight=coarse_w,
+                            ssl_weight=ssl_w,
+                            lr=float(schedule(global_step - schedule_starts[phase_index])),
+                            skipped=int(state.skipped),
+                        )
+                        reporter.write(done, phase.name, line)
+                    if done % config.snapshot_every == 0 or done == phase_end:
+                        meta = {"phase_index": phase_index, "phase": phase.name, "step": done}
+                        snapshots.save(manager, done, state, iterator, meta)
+                    if eval_hook is not None and (
+                        done % config.eval_every == 0 or done == phase_end
+                    ):
+                        eval_hook(state, done, phase.name)
+    finally:
+        manager.wait_until_finished()
+        reporter.close()
     return state
 
 
-def _restore(manager, step: int, state: TrainState, iterator, phase_index: int):
-    """The snapshot's state, and the data position when it was taken inside this phase (a
-    phase-end snapshot belongs to the previous phase's data mix: this phase starts afresh)."""
-    meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-    if meta["phase_index"] == phase_index:
-        restored = manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(state),
-                data=grain.checkpoint.CheckpointRestore(iterator),
-            ),
-        )
-    else:
-        restored = manager.restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(state))
-        )
-    log.info("resumed from snapshot %d (%s)", step, meta["phase"])
-    return restored["state"], iterator
+def _audio_seconds(batch: dict, sample_rate: int) -> float:
+    """Seconds of real (unpadded) audio in the global batch."""
+    local = float(np.sum(batch["audio_mask"])) / sample_rate if "audio_mask" in batch else 0.0
+    return local * jax.process_count()
+
+
+def _non_finite(config, step: int, phase: str, metrics: dict) -> None:
+    bad = [k for k, v in metrics.items() if not np.all(np.isfinite(np.asarray(v, float)))]
+    message = f"step {step} ({phase}): non-finite {', '.join(bad) or 'values'}"
+    if config.nonfinite == "stop":
+        raise NonFiniteError(message + "; the state before it is unchanged and not saved")
+    log.warning("%s; step skipped (nonfinite='skip')", message)
 
 
 @functools.lru_cache(maxsize=32)

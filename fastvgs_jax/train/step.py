@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from fastvgs_jax.models import fastvgs, sharding
@@ -80,7 +82,8 @@ def make_train_step(
 
     The loss weights are traced scalars, so an α schedule never recompiles; ``ssl``/``vgs``
     are static (which heads run). A non-finite loss or gradient norm leaves the state
-    unchanged (the caller stops the run, or counts the skip when ``skip_nonfinite``).
+    unchanged (the caller stops the run, or counts the skip when ``skip_nonfinite``), so a
+    bad state never exists to be saved.
     """
 
     def step(state: TrainState, batch: dict, coarse_weight, ssl_weight):
@@ -103,10 +106,12 @@ def make_train_step(
         (loss, (metrics, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params
         )
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        update_norm = optax.tree.norm(updates)
+        # An update can overflow even when the loss and gradient are finite (a huge lr).
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(update_norm)
         keep = lambda new, old: jax.tree.map(  # noqa: E731
             lambda n, o: jnp.where(finite, n, o), new, old
         )
@@ -117,7 +122,16 @@ def make_train_step(
             opt_state=keep(opt_state, state.opt_state),
             skipped=state.skipped + jnp.where(finite, 0, 1).astype(jnp.int32),
         )
-        metrics = dict(metrics, grad_norm=grad_norm, finite=finite)
+        metrics = dict(metrics, grad_norm=grad_norm, update_norm=update_norm, finite=finite)
         return new_state, metrics
 
     return step
+
+
+def state_digest(state: TrainState) -> str:
+    """SHA-256 of the parameters, BatchNorm statistics and optimiser state: equal digests
+    mean bitwise-identical runs (fetches the whole state to the host)."""
+    h = hashlib.sha256()
+    for leaf in jax.tree.leaves((state.params, state.batch_stats, state.opt_state)):
+        h.update(np.asarray(jax.device_get(leaf)).tobytes())
+    return h.hexdigest()

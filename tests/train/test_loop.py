@@ -1,20 +1,23 @@
-"""The training loop on the tiny corpus: phases run in order, and a resumed run is bitwise
-identical to an uninterrupted one."""
+"""The training loop on the tiny corpus: phases in order with their objectives, what a user
+sees (metrics, TensorBoard, manifest), exact resume, corrupt snapshots, non-finite steps,
+and starting from another run's snapshot."""
 
 from __future__ import annotations
 
-import hashlib
 import json
+import logging
+import os
 
 import jax
 import numpy as np
 import pytest
 
 from fastvgs_jax.train import config as run_config
-from fastvgs_jax.train import loop
+from fastvgs_jax.train import loop, snapshots
+from fastvgs_jax.train.step import state_digest
 
 
-def _config(data_dir):
+def tiny_run_config(data_dir, objectives: str = "w2v2_vgs", steps: int = 7):
     c = run_config.base_config("tiny", "tiny")
     c.data.data_dir = data_dir
     for kind in ("audio_image", "audio_only"):
@@ -22,54 +25,156 @@ def _config(data_dir):
         c.data[kind].crop_seconds = 1.0
         c.data[kind].min_seconds = 0.0
     c.data.read_threads = 1
-    c.phases = run_config.study_phases("w2v2_vgs", 7)  # 2 SSL steps, then 5 VGS steps
+    c.phases = run_config.study_phases(objectives, steps)  # w2v2_vgs, 7: 2 SSL, then 5 VGS
     c.log_every = 1
     c.snapshot_every = 3
     c.eval_every = 100
+    c.progress = False
     return c
 
 
-def _digest(state) -> str:
-    h = hashlib.sha256()
-    for leaf in jax.tree.leaves((state.params, state.batch_stats, state.opt_state)):
-        h.update(np.asarray(leaf).tobytes())
-    return h.hexdigest()
+def _snapshot_steps(workdir) -> list[int]:
+    return sorted(int(p.name) for p in (workdir / "snapshots").iterdir() if p.name.isdigit())
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(tiny_data_dir, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("run")
-    state = loop.train(_config(tiny_data_dir), str(workdir))
-    return workdir, state
+    calls = []
+    state = loop.train(
+        tiny_run_config(tiny_data_dir),
+        str(workdir),
+        eval_hook=lambda state, step, phase: calls.append((step, phase)),
+    )
+    return workdir, state, calls
 
 
 def test_phases_run_in_order_with_their_objectives(uninterrupted):
-    workdir, state = uninterrupted
+    workdir, state, _ = uninterrupted
     assert int(state.step) == 7
     lines = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert [x["phase"] for x in lines] == ["w2v2"] * 2 + ["vgs"] * 5
     assert "contrastive" in lines[0] and "coarse" not in lines[0]
     assert "coarse" in lines[-1] and "contrastive" not in lines[-1]
+    assert [x["alpha"] for x in lines] == [0.0] * 2 + [1.0] * 5
     assert all(np.isfinite(x["loss"]) for x in lines)
     # One trace per phase step (SSL-only, then VGS-only), reused at every step.
-    assert sorted(loop.TRACES.values()) == [1, 1], loop.TRACES
+    assert sorted(loop.TRACES.values())[-2:] == [1, 1], loop.TRACES
     # Phase ends are kept beside the rolling snapshots.
-    kept = sorted(int(p.name) for p in (workdir / "snapshots").iterdir() if p.name.isdigit())
-    assert {2, 7} <= set(kept)
+    assert {2, 7} <= set(_snapshot_steps(workdir))
+
+
+def test_metric_lines_carry_every_term_and_the_schedules(uninterrupted):
+    workdir, _, _ = uninterrupted
+    lines = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
+    ssl, vgs = lines[0], lines[-1]
+    for key in ("contrastive", "diversity", "feature_penalty", "codebook_perplexity"):
+        assert np.isfinite(ssl[key]), key
+    for line in (ssl, vgs):
+        for key in ("loss", "lr", "alpha", "grad_norm", "gumbel_temperature"):
+            assert np.isfinite(line[key]), key
+        assert line["steps_per_second"] > 0 and line["audio_seconds_per_second"] > 0
+    # The optimiser resets at the switch: the lr warms up from 0 again (the lr of each step).
+    lr = [x["lr"] for x in lines]
+    assert lr[0] == 0.0 and lr[1] > 0 and lr[2] == 0.0 and lr[3] == pytest.approx(1e-4)
+
+
+def test_tensorboard_events_and_manifest_are_written(uninterrupted):
+    from tensorboard.backend.event_processing import event_accumulator
+
+    workdir, _, _ = uninterrupted
+    events = event_accumulator.EventAccumulator(str(workdir / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == list(range(1, 8))
+    manifest = json.loads((workdir / "manifest.json").read_text())
+    assert manifest["seed"] == 0
+    assert manifest["config"]["phases"][1]["name"] == "vgs"
+    assert manifest["packages"]["jax"] == jax.__version__
+    assert manifest["devices"]["count"] == jax.device_count()
+    assert manifest["mesh"] == {"data": jax.device_count(), "fsdp": 1, "model": 1}
+
+
+def test_eval_hook_runs_at_phase_ends_and_intervals(uninterrupted):
+    _, _, calls = uninterrupted
+    assert calls == [(2, "w2v2"), (7, "vgs")]  # eval_every=100: phase ends only
 
 
 def test_resumed_run_is_bitwise_identical(uninterrupted, tiny_data_dir, tmp_path):
-    _, reference = uninterrupted
-    config = _config(tiny_data_dir)
-    first = loop.train(config, str(tmp_path), stop_after=4)  # mid-phase: snapshot at 3
-    assert int(first.step) == 4
-    resumed = loop.train(_config(tiny_data_dir), str(tmp_path))
+    _, reference, _ = uninterrupted
+    first = loop.train(tiny_run_config(tiny_data_dir), str(tmp_path), stop_after=4)
+    assert int(first.step) == 4  # mid-phase: the snapshot at 3 is the latest
+    resumed = loop.train(tiny_run_config(tiny_data_dir), str(tmp_path))
     assert int(resumed.step) == 7
-    assert _digest(resumed) == _digest(reference)
+    assert state_digest(resumed) == state_digest(reference)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert [r["step"] for r in manifest["restarts"]] == [3]
+
+
+def test_corrupt_latest_snapshot_falls_back_to_the_previous(
+    uninterrupted, tiny_data_dir, tmp_path, caplog
+):
+    _, reference, _ = uninterrupted
+    loop.train(tiny_run_config(tiny_data_dir), str(tmp_path), stop_after=4)
+    assert _snapshot_steps(tmp_path)[-1] == 3
+    # Truncate every array file of snapshot 3: what a crashed disk or copy leaves.
+    for root, _, files in os.walk(tmp_path / "snapshots" / "3" / "state"):
+        for name in files:
+            if "ocdbt" in root and "/d" in root:
+                path = os.path.join(root, name)
+                with open(path, "r+b") as f:
+                    f.truncate(os.path.getsize(path) // 2)
+    with caplog.at_level(logging.WARNING):
+        resumed = loop.train(tiny_run_config(tiny_data_dir), str(tmp_path))
+    assert "snapshot 3" in caplog.text and "unreadable" in caplog.text
+    assert int(resumed.step) == 7
+    assert state_digest(resumed) == state_digest(reference)  # redone from snapshot 2
+
+
+def test_non_finite_update_stops_naming_the_step_and_term(tiny_data_dir, tmp_path):
+    config = tiny_run_config(tiny_data_dir)
+    config.optimizer.learning_rate = float("inf")
+    with pytest.raises(loop.NonFiniteError, match=r"step 0 \(w2v2\): non-finite update_norm"):
+        loop.train(config, str(tmp_path))
+    assert not [p for p in (tmp_path / "snapshots").iterdir() if p.name.isdigit()]
+
+
+def test_non_finite_steps_can_be_skipped_and_counted(tiny_data_dir, tmp_path):
+    config = tiny_run_config(tiny_data_dir, "w2v2", 3)
+    config.optimizer.learning_rate = float("inf")
+    config.nonfinite = "skip"
+    state = loop.train(config, str(tmp_path))
+    assert int(state.step) == 3 and int(state.skipped) == 3
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["skipped"] == 3
+
+
+def test_init_from_restores_matching_parameters_and_reports_the_rest(
+    uninterrupted, tiny_data_dir, tmp_path
+):
+    source, reference, _ = uninterrupted
+    config = tiny_run_config(tiny_data_dir, "vgs", 3)
+    config.model.coarse.loss = "clip"  # adds a learned log_scale the source does not have
+    state = loop.train(config, str(tmp_path), init_from=str(source), stop_after=0)
+    np.testing.assert_array_equal(
+        np.asarray(state.params["speech_encoder"]["cls"]),
+        np.asarray(reference.params["speech_encoder"]["cls"]),
+    )
+    assert int(state.step) == 0  # the model, not the optimiser or the step
+    _, report = snapshots.init_from(str(source), state)
+    assert report.kept_initial == ["params/log_scale"]
+    assert "params/speech_encoder/cls" in report.restored
+
+
+def test_init_from_with_another_shape_names_the_parameter(uninterrupted, tiny_data_dir, tmp_path):
+    source, _, _ = uninterrupted
+    config = tiny_run_config(tiny_data_dir, "vgs", 3)
+    config.model.mlp_dim = config.model.mlp_dim * 2
+    with pytest.raises(snapshots.SnapshotError, match=r"params/speech_encoder/.*has shape"):
+        loop.train(config, str(tmp_path), init_from=str(source), stop_after=0)
 
 
 def test_bad_config_fails_before_anything_is_written(tiny_data_dir, tmp_path):
-    config = _config(tiny_data_dir)
+    config = tiny_run_config(tiny_data_dir)
     config.phases[1].steps = 0
     with pytest.raises(ValueError, match="steps must be positive"):
         loop.train(config, str(tmp_path / "never"))

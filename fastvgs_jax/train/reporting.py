@@ -1,0 +1,73 @@
+"""What a user sees while a run trains: metric lines in ``metrics.jsonl`` and TensorBoard
+event files in the workdir, and a console progress bar with ETA per phase."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping
+
+import jax
+import tqdm
+
+from fastvgs_jax.train.tensorboard import EventWriter
+
+METRICS_FILE = "metrics.jsonl"
+TENSORBOARD_DIR = "tensorboard"
+
+
+class RunReporter:
+    """Writes metric lines from process 0; other processes only keep time."""
+
+    def __init__(self, workdir: str, progress: bool = True):
+        self.workdir = workdir
+        self.main = jax.process_index() == 0
+        self.progress = progress and self.main
+        self._events = EventWriter(os.path.join(workdir, TENSORBOARD_DIR)) if self.main else None
+        self._bar = None
+        self._window_start = time.perf_counter()
+        self._window_steps = 0
+        self._window_audio_seconds = 0.0
+
+    def start_phase(self, index: int, count: int, name: str, done: int, steps: int) -> None:
+        self._close_bar()
+        if self.progress:
+            self._bar = tqdm.tqdm(
+                total=steps, initial=done, desc=f"phase {index + 1}/{count} {name}", unit="step"
+            )
+        self._window_start = time.perf_counter()
+        self._window_steps, self._window_audio_seconds = 0, 0.0
+
+    def step_done(self, audio_seconds: float) -> None:
+        self._window_steps += 1
+        self._window_audio_seconds += audio_seconds
+        if self._bar is not None:
+            self._bar.update(1)
+
+    def write(self, step: int, phase: str, metrics: Mapping[str, float]) -> dict:
+        """Log a metric line; adds throughput over the steps since the previous line."""
+        elapsed = max(time.perf_counter() - self._window_start, 1e-9)
+        line = dict(metrics)
+        line["steps_per_second"] = self._window_steps / elapsed
+        line["audio_seconds_per_second"] = self._window_audio_seconds / elapsed
+        self._window_start = time.perf_counter()
+        self._window_steps, self._window_audio_seconds = 0, 0.0
+        if self.main:
+            with open(os.path.join(self.workdir, METRICS_FILE), "a") as f:
+                f.write(json.dumps({"step": step, "phase": phase, **line}) + "\n")
+            self._events.scalars(step, {f"train/{k}": v for k, v in line.items()})
+            self._events.flush()
+            if self._bar is not None:
+                self._bar.set_postfix(loss=f"{line.get('loss', float('nan')):.3f}", refresh=False)
+        return line
+
+    def _close_bar(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def close(self) -> None:
+        self._close_bar()
+        if self._events is not None:
+            self._events.close()
