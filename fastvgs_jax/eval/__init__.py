@@ -1,0 +1,1 @@
+"""Evaluation: cross-modal retrieval, ABX phone discriminability, per-layer features."""
