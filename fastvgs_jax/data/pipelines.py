@@ -16,6 +16,7 @@ Batch layouts (``B`` batch, ``L`` samples, ``F`` frames):
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 
 import grain
@@ -88,8 +89,46 @@ def _audio_only_example(example: dict, rng: np.random.Generator, spec: StreamSpe
     return _prepare_audio(example, spec, rng)
 
 
-def _long_enough(example: dict, spec: StreamSpec) -> bool:
-    return example["audio"].shape[0] >= spec.min_seconds * spec.sample_rate
+def long_enough_indices(source, spec: StreamSpec) -> np.ndarray:
+    """Indices of the examples at least ``spec.min_seconds`` long (reads every example once).
+
+    Raises:
+      ValueError: no example is long enough (an endless stream would otherwise hang).
+    """
+    min_samples = spec.min_seconds * spec.sample_rate
+    keep = np.array(
+        [i for i in range(len(source)) if source[i]["audio"].shape[0] >= min_samples], np.int64
+    )
+    if keep.size == 0:
+        raise ValueError(
+            f"min_seconds={spec.min_seconds} filters out every one of the {len(source)} "
+            f"examples of {source!r}"
+        )
+    return keep
+
+
+class _ProcessRows(grain.MapDataset):
+    """This process's rows of every global batch: position ``j`` of the local stream is
+    position ``(j // L) * G + index * L + j % L`` of the global one (``G`` global, ``L``
+    local batch size), so the global batches do not depend on the number of processes."""
+
+    def __init__(self, parent: grain.MapDataset, global_batch: int, shard: Shard):
+        super().__init__(parent)
+        self._global = global_batch
+        self._local = global_batch // shard.count
+        self._offset = shard.index * self._local
+
+    def __len__(self) -> int:
+        return len(self._parent) // self._global * self._local
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.slice(index)
+        batch, row = divmod(index, self._local)
+        return self._parent[batch * self._global + self._offset + row]
+
+    def __str__(self) -> str:
+        return f"ProcessRows(global_batch={self._global}, rows {self._offset}+{self._local})"
 
 
 def _tag(kind: str):
@@ -106,30 +145,36 @@ def training_stream(
     seed: int,
     shard: Shard = Shard(),
     read_options: grain.ReadOptions | None = None,
+    keep: np.ndarray | None = None,
 ) -> grain.IterDataset:
     """An endless, shuffled (reshuffled every epoch), randomly cropped stream of batches.
 
-    Deterministic for ``seed`` and ``shard``; batches have fixed shapes (the last partial
-    batch of an epoch does not exist: the stream never ends).
+    ``spec.batch_size`` is the GLOBAL batch: every process shuffles the same global order
+    and reads only its ``batch_size / shard.count`` rows of each global batch, and crops are
+    seeded by global position, so a run's global batches are the same on any number of
+    processes. ``keep`` (default: computed when ``spec.min_seconds`` > 0) lists the examples
+    long enough to use. Batches have fixed shapes; the stream never ends.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown batch kind {kind!r}; expected one of {KINDS}")
-    if len(source) < shard.count:
-        raise ValueError(f"{len(source)} examples cannot be split over {shard.count} processes")
-    per_example = _audio_image_example if kind == AUDIO_IMAGE else _audio_only_example
-    ds = grain.MapDataset.source(source)[shard.index :: shard.count]
-    ds = ds.shuffle(seed=seed).repeat(None)
-    if spec.min_seconds > 0:
-        ds = ds.filter(lambda ex: _long_enough(ex, spec))
-    ds = ds.random_map(lambda ex, rng: per_example(ex, rng, spec), seed=seed + 1)
-    options = read_options or grain.ReadOptions(num_threads=2, prefetch_buffer_size=64)
-    stream = ds.to_iter_dataset(options)
-    if spec.min_seconds > 0:
-        # An endless stream whose filter rejects everything would hang; raise instead.
-        stream = grain.experimental.WithOptionsIterDataset(
-            stream, grain.experimental.DatasetOptions(filter_raise_threshold_ratio=0.999)
+    if spec.batch_size % shard.count:
+        raise ValueError(
+            f"batch_size {spec.batch_size} does not split evenly over {shard.count} processes"
         )
-    return stream.batch(spec.batch_size, drop_remainder=True).map(_tag(kind))
+    per_example = _audio_image_example if kind == AUDIO_IMAGE else _audio_only_example
+    if keep is None and spec.min_seconds > 0:
+        keep = long_enough_indices(source, spec)
+    ds = grain.MapDataset.source(source)
+    if keep is not None:
+        ds = grain.MapDataset.range(len(keep)).map(lambda i: source[int(keep[i])])
+    ds = ds.shuffle(seed=seed).repeat(None)
+    ds = ds.random_map(lambda ex, rng: per_example(ex, rng, spec), seed=seed + 1)
+    if shard.count > 1:
+        ds = _ProcessRows(ds, spec.batch_size, shard)
+    options = read_options or grain.ReadOptions(num_threads=2, prefetch_buffer_size=64)
+    local_batch = spec.batch_size // shard.count
+    stream = ds.to_iter_dataset(options)
+    return stream.batch(local_batch, drop_remainder=True).map(_tag(kind))
 
 
 def mixed_stream(
@@ -208,15 +253,38 @@ def mixed_stream_from_config(
             seed=data_config.corpus_seed,
             expected_sample_rate=data_config.sample_rate,
         )
+        spec = stream_spec(data_config, kind)
+        keep = None
+        if spec.min_seconds > 0:
+            keep = _long_enough_in_split(
+                data_config.data_dir,
+                data_config.preset,
+                data_config[kind].split,
+                int(data_config.corpus_seed),
+                spec,
+            )
         streams[kind] = training_stream(
             source,
             kind,
-            stream_spec(data_config, kind),
+            spec,
             # Distinct seeds per stream: equal seeds would shuffle both streams alike.
             seed=int(data_config.seed) * len(KINDS) * 2 + 2 * offset,
             shard=shard,
             read_options=grain.ReadOptions(
                 num_threads=int(data_config.read_threads), prefetch_buffer_size=64
             ),
+            keep=keep,
         )
     return mixed_stream(streams, weights)
+
+
+@functools.lru_cache(maxsize=8)
+def _long_enough_in_split(
+    data_dir: str, preset: str, split: str, corpus_seed: int, spec: StreamSpec
+) -> np.ndarray:
+    """``long_enough_indices`` once per built split and threshold (a run reopens its
+    streams at every phase; the scan reads the whole split)."""
+    source = sources_lib.open_split(
+        data_dir, preset, split, seed=corpus_seed, expected_sample_rate=spec.sample_rate
+    )
+    return long_enough_indices(source, spec)

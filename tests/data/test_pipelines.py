@@ -146,14 +146,25 @@ def test_same_seed_same_batches_other_seed_other_batches():
     assert not np.array_equal(first(7)[0]["audio"], first(8)[0]["audio"])
 
 
-def test_process_shards_read_disjoint_examples():
-    spec = StreamSpec(batch_size=2, crop_seconds=0.5)
-    source = synthetic_source(8)
-    seen = []
-    for index in range(2):
-        stream = pipelines.training_stream(source, AUDIO_IMAGE, spec, 0, Shard(index, 2))
-        seen.append({int(i) for b in take(iter(stream), 2) for i in b["image_id"]})
-    assert seen[0] | seen[1] == set(range(8)) and not seen[0] & seen[1]
+def test_process_shards_read_their_rows_of_the_one_process_batches():
+    spec = StreamSpec(batch_size=4, crop_seconds=0.5)
+    source = synthetic_source(10)
+    whole = take(iter(pipelines.training_stream(source, AUDIO_IMAGE, spec, 0)), 6)
+    parts = [
+        take(iter(pipelines.training_stream(source, AUDIO_IMAGE, spec, 0, Shard(i, 2))), 6)
+        for i in range(2)
+    ]
+    for batch, first, second in zip(whole, *parts, strict=True):
+        for key in ("audio", "frame_mask", "image_id"):
+            joined = np.concatenate([first[key], second[key]])
+            np.testing.assert_array_equal(joined, batch[key], err_msg=key)
+
+
+def test_a_global_batch_that_does_not_split_over_the_processes_is_rejected():
+    with pytest.raises(ValueError, match="does not split evenly over 2 processes"):
+        pipelines.training_stream(
+            synthetic_source(8), AUDIO_IMAGE, StreamSpec(3, 0.5), 0, Shard(0, 2)
+        )
 
 
 def test_short_clips_are_dropped_when_a_minimum_length_is_set():
