@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 
 # Simulated devices must be configured before JAX starts a backend. Backend optimisation
 # level 0 compiles the tiny test models ~3x faster; their run time is negligible either way.
 os.environ.setdefault(
     "XLA_FLAGS", "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0"
 )
+
+# One persistent compilation cache for the session, shared with the subprocesses the tests
+# start (kill-and-resume, multi-process): a restarted run reuses the compiled steps.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="fastvgs-jax-cache-"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 import pytest  # noqa: E402
 from absl import flags  # noqa: E402
