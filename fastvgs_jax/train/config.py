@@ -25,6 +25,9 @@ def phase(
     p = ml_collections.ConfigDict()
     p.name = name  # shown in logs; names the snapshot kept at the phase end
     p.steps = steps  # optimiser updates in this phase
+    # Or its length in epochs (passes over the first stream of its mix: audio_image when
+    # present): replaces ``steps`` when set, resolved from the built corpus's split sizes.
+    p.epochs = ml_collections.FieldReference(None, field_type=float)
     p.alpha = ml_collections.ConfigDict()
     p.alpha.kind = "constant"  # constant | linear | cosine | steps
     p.alpha.start = alpha  # α at the first step (constant: throughout)

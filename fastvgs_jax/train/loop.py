@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from fastvgs_jax.data import pipelines
+from fastvgs_jax.data import pipelines, sources
 from fastvgs_jax.models import fastvgs, sharding, speech
 from fastvgs_jax.train import manifest, reporting, snapshots
 from fastvgs_jax.train import optimizer as optimizer_lib
@@ -50,13 +50,37 @@ def resolve_mesh_shape(shape, num_devices: int) -> tuple[int, int, int]:
     return tuple(shape)
 
 
-def prepare(config: ml_collections.ConfigDict) -> list[phases_lib.Phase]:
-    """Validate everything before anything is compiled or written; align data with model."""
+def epoch_steps(data_config: ml_collections.ConfigDict, kind: str, epochs: float) -> int:
+    """Steps for ``epochs`` passes over stream ``kind`` (global batches; the built split's
+    size, after the minimum-length filter)."""
+    source = sources.open_split(
+        data_config.data_dir,
+        data_config.preset,
+        data_config[kind].split,
+        seed=data_config.corpus_seed,
+        expected_sample_rate=data_config.sample_rate,
+    )
+    spec = pipelines.stream_spec(data_config, kind)
+    size = (
+        len(source) if spec.min_seconds <= 0 else len(pipelines.long_enough_indices(source, spec))
+    )
+    return max(1, math.ceil(epochs * size / spec.batch_size))
+
+
+def prepare(
+    config: ml_collections.ConfigDict, resolve_epochs: bool = False
+) -> list[phases_lib.Phase]:
+    """Validate everything before anything is compiled or written; align data with model.
+
+    ``resolve_epochs`` turns phases given in epochs into steps (reads the built corpus);
+    without it they are only validated.
+    """
     fastvgs.check_model_config(config.model)
-    plan = phases_lib.phases_from_config(config)
     geometry = speech.frame_geometry(config.model)
     config.data.frame_kernels = geometry.kernels
     config.data.frame_strides = geometry.strides
+    resolver = functools.partial(epoch_steps, config.data) if resolve_epochs else None
+    plan = phases_lib.phases_from_config(config, resolver)
     if config.precision not in ("fp32", "bf16"):
         raise ValueError(f"precision={config.precision!r}; expected 'fp32' or 'bf16'")
     if config.nonfinite not in ("stop", "skip"):
@@ -108,7 +132,8 @@ def train(
     end. ``stop_after`` ends the process's work after that many global steps (tests,
     budgets); the run resumes from its snapshots when called again.
     """
-    plan = prepare(config)
+    prepare(config)  # everything that needs no data, before anything is written
+    plan = prepare(config, resolve_epochs=True)
     os.makedirs(workdir, exist_ok=True)
     mesh = sharding.make_mesh(resolve_mesh_shape(config.mesh_shape, jax.device_count()))
     dtype = jnp.bfloat16 if config.precision == "bf16" else jnp.float32

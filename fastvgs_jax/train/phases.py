@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import ml_collections
 
@@ -80,8 +80,14 @@ class Phase:
         return low < 1.0, False
 
 
-def phases_from_config(config: ml_collections.ConfigDict) -> list[Phase]:
+def phases_from_config(
+    config: ml_collections.ConfigDict, epoch_steps: Callable[[str, float], int] | None = None
+) -> list[Phase]:
     """Validated phases from the run config's ``phases`` list.
+
+    ``epoch_steps(kind, epochs)`` turns a phase given in epochs of its first stream into
+    steps (it needs the built corpus); without it such phases are validated with a
+    placeholder length.
 
     Raises:
       ValueError: naming the phase, for a non-positive length, an unknown α kind, α outside
@@ -96,9 +102,15 @@ def phases_from_config(config: ml_collections.ConfigDict) -> list[Phase]:
         where = f"phases[{i}] ({p.get('name', '?')!r})"
         mix = tuple((str(k), float(v)) for k, v in dict(p.mix).items())
         weights = tuple(p.weights) if p.get("weights") is not None else None
+        steps = int(p.steps)
+        if p.get("epochs") is not None:
+            if not p.epochs > 0:
+                raise ValueError(f"{where}: epochs must be positive, got {p.epochs}")
+            first = next((k for k, v in mix if k == "audio_image" and v > 0), mix[0][0])
+            steps = epoch_steps(first, float(p.epochs)) if epoch_steps else 1
         phase = Phase(
             name=p.name,
-            steps=int(p.steps),
+            steps=steps,
             alpha_kind=p.alpha.kind,
             alpha_start=float(p.alpha.start),
             alpha_end=float(p.alpha.get("end", p.alpha.start)),

@@ -145,3 +145,28 @@ def test_every_study_config_loads_and_validates(name):
     if "_" in name and name != "fastvgs_plus":
         assert [p.steps for p in plan] == ([20, 50] if name != "demo" else [571, 1429])
         assert plan[1].reset_optimizer
+
+
+def test_a_phase_in_epochs_takes_its_length_from_the_built_split(tiny_data_dir):
+    from fastvgs_jax.train import loop
+
+    c = run_config.base_config("tiny", "tiny")
+    c.data.data_dir = tiny_data_dir
+    c.data.audio_image.batch_size = 8
+    c.phases = [run_config.phase("ssl", 1, 0.0, mix={"audio_only": 1.0})]
+    c.phases[0].epochs = 2.0
+    c.phases.append(run_config.phase("vgs", 1, 1.0))
+    c.phases[1].epochs = 1.0
+    ssl, vgs = loop.prepare(c, resolve_epochs=True)
+    train_size = len(loop.sources.open_split(tiny_data_dir, "tiny", "train"))
+    audio_only = len(
+        loop.pipelines.long_enough_indices(
+            loop.sources.open_split(tiny_data_dir, "tiny", "audio_only"),
+            loop.pipelines.stream_spec(c.data, "audio_only"),
+        )
+    )
+    assert vgs.steps == -(-train_size // 8)
+    assert ssl.steps == -(-2 * audio_only // c.data.audio_only.batch_size)
+    c.phases[1].epochs = 0.0
+    with pytest.raises(ValueError, match="epochs must be positive"):
+        loop.prepare(c)
