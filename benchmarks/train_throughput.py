@@ -91,8 +91,7 @@ def _run_child(name: str) -> dict:
     step = loop._jitted_step(
         config.model.to_json(),
         config.precision,
-        config.optimizer.to_json(),
-        1000,
+        optimizer_lib.direction_key(config.optimizer),
         True,
         True,
         False,
@@ -104,7 +103,7 @@ def _run_child(name: str) -> dict:
     with jax.set_mesh(mesh):
         for _ in range(FLAGS.steps + 1):
             start = time.perf_counter()
-            state, metrics = step(state, batch, 0.5, 0.5)
+            state, metrics = step(state, batch, 0.5, 0.5, 1e-4)
             jax.block_until_ready((state, metrics))
             times.append(time.perf_counter() - start)
     steady = statistics.median(times[1:])

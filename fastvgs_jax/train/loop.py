@@ -155,6 +155,9 @@ def train(
         log.info("resumed from snapshot %d (%s)", int(state.step), resume_meta["phase"])
     elif init_from:
         state, _ = snapshots.init_from(init_from, state)
+    if int(state.step) >= total:
+        manager.wait_until_finished()
+        return state  # already finished: nothing to compile or record
     manifest.record(workdir, config, mesh, int(state.step))
     reporter = reporting.RunReporter(workdir, progress=config.progress)
     phase_index, _ = phases_lib.locate(plan, int(state.step))
@@ -178,8 +181,7 @@ def train(
                 kind: _jitted_step(
                     config.model.to_json(),
                     config.precision,
-                    config.optimizer.to_json(),
-                    lengths[phase_index],
+                    optimizer_lib.direction_key(config.optimizer),
                     *phase.needs(kind),
                     config.nonfinite == "skip",
                     mesh,
@@ -199,7 +201,9 @@ def train(
                     kind = str(batch["kind"])
                     in_phase = global_step - phase_start
                     coarse_w, ssl_w = phase.loss_weights(in_phase, kind)
-                    state, metrics = steps[kind](state, _device_batch(batch, mesh), coarse_w, ssl_w)
+                    lr = float(schedule(global_step - schedule_starts[phase_index]))
+                    device_batch = _device_batch(batch, mesh)
+                    state, metrics = steps[kind](state, device_batch, coarse_w, ssl_w, lr)
                     if not bool(metrics["finite"]):
                         _non_finite(config, global_step, phase.name, metrics)
                     done = int(state.step)
@@ -210,7 +214,7 @@ def train(
                             alpha=phase.alpha(in_phase),
                             coarse_weight=coarse_w,
                             ssl_weight=ssl_w,
-                            lr=float(schedule(global_step - schedule_starts[phase_index])),
+                            lr=lr,
                             skipped=int(state.skipped),
                         )
                         reporter.write(done, phase.name, line)
@@ -242,21 +246,19 @@ def _non_finite(config, step: int, phase: str, metrics: dict) -> None:
 
 
 @functools.lru_cache(maxsize=32)
-def _jitted_step(
-    model_json, precision, optimizer_json, schedule_length, ssl, vgs, skip, mesh, prng_impl
-):
-    """One jitted step per (architecture, optimiser, schedule, heads, mesh): a resumed or
-    repeated run in the same process reuses the compiled executable. The state keeps its
-    shardings from step to step (``out_shardings``), so the step never recompiles."""
+def _jitted_step(model_json, precision, direction, ssl, vgs, skip, mesh, prng_impl):
+    """One jitted step per (architecture, optimiser direction, heads, mesh): every phase,
+    schedule length and resumed run in the same process reuses the compiled executable
+    (the lr and loss weights are traced inputs). The state keeps its shardings from step to
+    step (``out_shardings``), so the step never recompiles."""
     model = fastvgs.FaSTVGSPlus(
         ml_collections.ConfigDict(json.loads(model_json)),
         dtype=jnp.bfloat16 if precision == "bf16" else jnp.float32,
     )
-    optimizer_config = ml_collections.ConfigDict(json.loads(optimizer_json))
-    tx, _ = optimizer_lib.make_optimizer(optimizer_config, schedule_length)
+    tx = optimizer_lib.optimizer_direction(ml_collections.ConfigDict(dict(direction)))
     shardings = state_shardings(model, tx, mesh, jax.random.key(0, impl=prng_impl))
     step = make_train_step(model, tx, ssl=ssl, vgs=vgs, skip_nonfinite=skip)
-    key = (model_json, optimizer_json, schedule_length, ssl, vgs, skip)
+    key = (model_json, direction, ssl, vgs, skip)
     TRACES[key] = 0
 
     def counted_step(*args):

@@ -55,23 +55,32 @@ def warmup_linear_decay(peak: float, total_steps: int, warmup_fraction: float) -
 def make_optimizer(
     config: ml_collections.ConfigDict, total_steps: int
 ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """The configured optimiser for a schedule of ``total_steps`` updates, and its lr schedule.
+    """The configured optimiser direction and its lr schedule over ``total_steps`` updates.
+
+    The transformation stops short of the learning rate: the train step multiplies its
+    output by ``-schedule(step)``, passed in as a traced scalar, so one compiled step serves
+    every schedule length (phases of 20 and 50 parts, resumed runs, other budgets).
 
     config: the run config's ``optimizer`` section (name, learning_rate, b1, b2, eps,
     weight_decay, warmup_fraction, clip_norm).
     """
     schedule = warmup_linear_decay(config.learning_rate, total_steps, config.warmup_fraction)
+    return optimizer_direction(config), schedule
+
+
+def optimizer_direction(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """Clip → Adam (with or without bias correction) → decoupled weight decay; no lr."""
     if config.name == "bert_adam":
-        core = [
-            scale_by_adam_without_bias_correction(config.b1, config.b2, config.eps),
-            optax.add_decayed_weights(config.weight_decay),
-        ]
+        adam = scale_by_adam_without_bias_correction(config.b1, config.b2, config.eps)
     elif config.name == "adamw":
-        core = [
-            optax.scale_by_adam(config.b1, config.b2, config.eps),
-            optax.add_decayed_weights(config.weight_decay),
-        ]
+        adam = optax.scale_by_adam(config.b1, config.b2, config.eps)
     else:
         raise ValueError(f"optimizer.name={config.name!r}; expected 'bert_adam' or 'adamw'")
     clip = [optax.clip_by_global_norm(config.clip_norm)] if config.clip_norm > 0 else []
-    return optax.chain(*clip, *core, optax.scale_by_learning_rate(schedule)), schedule
+    return optax.chain(*clip, adam, optax.add_decayed_weights(config.weight_decay))
+
+
+def direction_key(config: ml_collections.ConfigDict) -> tuple:
+    """What the compiled step depends on (not the learning rate or its schedule)."""
+    names = ("name", "b1", "b2", "eps", "weight_decay", "clip_norm")
+    return tuple((n, config[n]) for n in names)

@@ -78,15 +78,16 @@ def make_train_step(
     vgs: bool,
     skip_nonfinite: bool = False,
 ):
-    """``step(state, batch, coarse_weight, ssl_weight) -> (state, metrics)`` (not jitted).
+    """``step(state, batch, coarse_weight, ssl_weight, lr) -> (state, metrics)`` (not jitted).
 
-    The loss weights are traced scalars, so an α schedule never recompiles; ``ssl``/``vgs``
+    ``tx`` gives the update direction; the step scales it by ``-lr``. The loss weights and
+    ``lr`` are traced scalars, so α and learning-rate schedules never recompile; ``ssl``/``vgs``
     are static (which heads run). A non-finite loss or gradient norm leaves the state
     unchanged (the caller stops the run, or counts the skip when ``skip_nonfinite``), so a
     bad state never exists to be saved.
     """
 
-    def step(state: TrainState, batch: dict, coarse_weight, ssl_weight):
+    def step(state: TrainState, batch: dict, coarse_weight, ssl_weight, lr):
         key = jax.random.fold_in(state.key, state.step)
 
         def loss_fn(params):
@@ -107,7 +108,8 @@ def make_train_step(
             state.params
         )
         grad_norm = optax.tree.norm(grads)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        direction, opt_state = tx.update(grads, state.opt_state, state.params)
+        updates = jax.tree.map(lambda d: (-lr * d).astype(d.dtype), direction)
         params = optax.apply_updates(state.params, updates)
         update_norm = optax.tree.norm(updates)
         # An update can overflow even when the loss and gradient are finite (a huge lr).

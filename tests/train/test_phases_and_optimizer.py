@@ -84,12 +84,13 @@ def test_adam_without_bias_correction_first_step_by_hand():
     c = run_config.base_config("tiny", "tiny").optimizer
     c.clip_norm = 0.0
     c.weight_decay = 0.0
-    tx, _ = optimizer.make_optimizer(c, total_steps=10)  # warm-up 1 step: lr(0)=0, lr(1)=1e-4
+    tx, schedule = optimizer.make_optimizer(c, total_steps=10)  # warm-up 1 step: lr(1)=1e-4
     params = {"w": jnp.array([1.0, -2.0])}
     grads = {"w": jnp.array([0.5, -0.1])}
     state = tx.init(params)
-    _, state = tx.update(grads, state, params)  # step 0: lr 0
-    updates, _ = tx.update(grads, state, params)
+    _, state = tx.update(grads, state, params)  # step 0 (lr 0)
+    direction, _ = tx.update(grads, state, params)
+    updates = jax.tree.map(lambda d: -schedule(1) * d, direction)  # what the train step does
     # m = 0.1·g·(1 + 0.9), v = 0.001·g²·(1 + 0.999); no 1/(1 − βᵗ) correction.
     g = np.array([0.5, -0.1])
     m = 0.1 * g * 1.9

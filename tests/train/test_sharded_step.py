@@ -33,11 +33,13 @@ def _one_step(config, batch, mesh_shape):
     tx, _ = optimizer_lib.make_optimizer(config.optimizer, 4)
     key = jax.random.key(config.seed, impl=config.prng_impl)
     state = init_state(model, tx, key, mesh)
-    args = (config.model.to_json(), config.precision, config.optimizer.to_json(), 4)
-    step = loop._jitted_step(*args, True, True, False, mesh, config.prng_impl)
+    direction = optimizer_lib.direction_key(config.optimizer)
+    step = loop._jitted_step(
+        config.model.to_json(), config.precision, direction, True, True, False, mesh, "threefry2x32"
+    )
     with jax.set_mesh(mesh):
-        state, metrics = step(state, loop._device_batch(batch, mesh), 0.5, 0.5)
-        state, metrics = step(state, loop._device_batch(batch, mesh), 0.5, 0.5)
+        state, metrics = step(state, loop._device_batch(batch, mesh), 0.5, 0.5, 1e-3)
+        state, metrics = step(state, loop._device_batch(batch, mesh), 0.5, 0.5, 1e-3)
     return state, jax.device_get(metrics)
 
 
