@@ -15,9 +15,10 @@ import sys
 import jax
 import ml_collections
 
+from fastvgs_jax.workdir import MANIFEST
+
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
 PACKAGES = (
     "fastvgs-jax",
     "jax",

@@ -21,20 +21,16 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
 from fastvgs_jax.convert.mapping import ImportReport
+from fastvgs_jax.workdir import (  # noqa: F401 - re-exported for the trainer's callers
+    MODEL_SUBTREES,
+    SNAPSHOT_DIR,
+    SnapshotError,
+    load_variables,
+    resolve_snapshot,
+    snapshot_dir,
+)
 
 log = logging.getLogger(__name__)
-
-SNAPSHOT_DIR = "snapshots"
-# What --init_from restores by default: the model, never the optimiser or the step.
-MODEL_SUBTREES = ("params", "batch_stats")
-
-
-class SnapshotError(RuntimeError):
-    """No usable snapshot, or one that does not fit the model it should initialise."""
-
-
-def snapshot_dir(workdir: str) -> str:
-    return os.path.join(os.path.abspath(workdir), SNAPSHOT_DIR)
 
 
 def make_manager(workdir: str, keep: int, kept_steps: Iterable[int]) -> ocp.CheckpointManager:
@@ -195,49 +191,3 @@ def _nested(flat: dict[str, object]) -> dict:
             node = node.setdefault(part, {})
         node[last] = value
     return tree
-
-
-def _snapshot_meta(directory: str, step: int) -> dict:
-    import json  # noqa: PLC0415
-
-    with open(os.path.join(directory, str(step), "meta", "metadata")) as f:
-        return json.load(f)
-
-
-def resolve_snapshot(workdir: str, name: str | None = None) -> tuple[int, dict]:
-    """``(step, meta)`` of a snapshot named by step number, by phase name (that phase's last
-    snapshot: the one closing it, when the phase finished) or None/"latest" (the newest).
-
-    Raises:
-      SnapshotError: no snapshots, or none of that name (listing what there is).
-    """
-    directory = snapshot_dir(workdir)
-    steps = sorted(ocp.utils.checkpoint_steps(directory)) if os.path.isdir(directory) else []
-    if not steps:
-        raise SnapshotError(f"no snapshots under {directory}")
-    metas = {s: _snapshot_meta(directory, s) for s in steps}
-    if name in (None, "latest"):
-        return steps[-1], metas[steps[-1]]
-    if name.isdigit() and int(name) in metas:
-        return int(name), metas[int(name)]
-    of_phase = [s for s in steps if metas[s].get("phase") == name]
-    if of_phase:
-        return of_phase[-1], metas[of_phase[-1]]
-    have = ", ".join(f"{s} ({metas[s].get('phase')})" for s in steps)
-    raise SnapshotError(f"no snapshot {name!r} under {directory}; have: {have}")
-
-
-def load_variables(workdir: str, name: str | None = None) -> tuple[dict, int, dict]:
-    """The model variables ``{"params", "batch_stats"}`` of a snapshot, as host numpy
-    arrays, with its step and meta (for evaluation: no optimiser state is read)."""
-    step, meta = resolve_snapshot(workdir, name)
-    path = os.path.join(snapshot_dir(workdir), str(step), "state")
-    saved = ocp.StandardCheckpointer().metadata(path).item_metadata.tree
-    target = {k: saved[k] for k in MODEL_SUBTREES if k in saved}
-    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
-    restored = ocp.PyTreeCheckpointer().restore(
-        path,
-        args=ocp.args.PyTreeRestore(item=target, restore_args=restore_args, partial_restore=True),
-    )
-    variables = {k: restored.get(k, {}) for k in MODEL_SUBTREES}
-    return variables, step, meta
