@@ -13,11 +13,18 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from fastvgs_jax.data import build
+from fastvgs_jax.eval import evaluate
 from fastvgs_jax.train import loop
 from fastvgs_jax.train.step import state_digest
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Run config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Snapshots and metrics go here.", required=True)
+_HISTORY = flags.DEFINE_bool(
+    "eval_history",
+    True,
+    "Record validation retrieval and ABX on a small fixed subset every config.eval_every "
+    "steps and at phase ends (WORKDIR/eval_history.jsonl and .png: the forgetting curves).",
+)
 _INIT_FROM = flags.DEFINE_string(
     "init_from",
     None,
@@ -31,7 +38,8 @@ def main(argv) -> None:
     config = _CONFIG.value
     loop.prepare(config)  # validate before building data or writing anything
     build.ensure_built(config.data.data_dir, config.data.preset, seed=config.data.corpus_seed)
-    state = loop.train(config, _WORKDIR.value, init_from=_INIT_FROM.value)
+    hook = evaluate.EvaluationHook(config, _WORKDIR.value) if _HISTORY.value else None
+    state = loop.train(config, _WORKDIR.value, init_from=_INIT_FROM.value, eval_hook=hook)
     # On stdout, for scripts comparing runs: equal digests mean bitwise-identical states.
     print(f"finished at step {int(state.step)}; state sha256 {state_digest(state)}")
 

@@ -37,6 +37,7 @@ def _command(data_dir: str, workdir: str) -> list[str]:
         os.path.join(ROOT, "launch", "train.py"),
         "--config=" + os.path.join(ROOT, "configs", "w2v2_vgs.py") + ":tiny,tiny,7",
         f"--workdir={workdir}",
+        "--noeval_history",
         *(f"--config.{k}={v}" for k, v in overrides.items()),
     ]
 
