@@ -32,3 +32,40 @@ def tiny_data_dir(tmp_path_factory) -> str:
     data_dir = str(tmp_path_factory.mktemp("data"))
     ensure_built(data_dir, "tiny", seed=0)
     return data_dir
+
+
+@pytest.fixture(scope="session")
+def uninterrupted(tiny_data_dir, tmp_path_factory):
+    """The reference tiny run: (W2V2, VGS), 2 + 5 steps, never interrupted."""
+    from fastvgs_jax.train import loop
+    from tests.train.conftest import tiny_run_config
+
+    workdir = tmp_path_factory.mktemp("run")
+    calls = []
+    state = loop.train(
+        tiny_run_config(tiny_data_dir),
+        str(workdir),
+        eval_hook=lambda state, step, phase: calls.append((step, phase)),
+    )
+    return workdir, state, calls
+
+
+@pytest.fixture(scope="session")
+def tiny_study(tiny_data_dir, tmp_path_factory):
+    """A finished two-model study ((W2V2, VGS) and VGS, 7 steps, the reference run's
+    template, history every 3 steps): for the study, evaluation and notebook tests."""
+    import configs.study
+    from fastvgs_jax import study
+    from tests.train.conftest import tiny_run_config
+
+    settings = configs.study.get_config("quick")
+    settings.out = str(tmp_path_factory.mktemp("study"))
+    settings.models = ["w2v2_vgs", "vgs"]
+    settings.steps = 7
+    settings.progress = False
+    settings.run = tiny_run_config(tiny_data_dir)
+    settings.run.eval_every = 3
+    settings.history.num_images = 4
+    settings.history.num_abx_utterances = 4
+    results = study.run_study(settings)
+    return settings, results

@@ -1,11 +1,9 @@
-"""Shared by the trainer tests: the tiny run config and one uninterrupted reference run."""
+"""The tiny run config of the trainer, evaluation and study tests (fixtures built from it
+live in tests/conftest.py, shared by the whole session)."""
 
 from __future__ import annotations
 
-import pytest
-
 from fastvgs_jax.train import config as run_config
-from fastvgs_jax.train import loop
 
 
 def tiny_run_config(data_dir, objectives: str = "w2v2_vgs", steps: int = 7):
@@ -22,15 +20,3 @@ def tiny_run_config(data_dir, objectives: str = "w2v2_vgs", steps: int = 7):
     c.eval_every = 100
     c.progress = False
     return c
-
-
-@pytest.fixture(scope="session")
-def uninterrupted(tiny_data_dir, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("run")
-    calls = []
-    state = loop.train(
-        tiny_run_config(tiny_data_dir),
-        str(workdir),
-        eval_hook=lambda state, step, phase: calls.append((step, phase)),
-    )
-    return workdir, state, calls

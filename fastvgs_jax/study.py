@@ -1,0 +1,401 @@
+"""The sequential-vs-simultaneous study: train the nine models for some seeds, evaluate each,
+and report it like the paper (retrieval table, ABX table, per-layer curves, training curves).
+
+Layout under ``settings.out``::
+
+    runs/<model>/seed<k>/          one trainer workdir per model and seed (+ evaluation.json)
+    runs/_first/<A>/seed<k>/       the shared first phase of the two-phase models (A, ·)
+    baselines/seed<k>.json         MFCC and randomly initialised encoder ABX rows
+    results.json, table.md, plots/ the report (results.json is identical for identical runs)
+
+A two-phase model (A, B) starts its B phase from the snapshot that closes a run of phase A
+alone: its first phase is the same computation for every B (same seed, data, schedule), so
+it is trained once per A and seed, and exact resume makes (A, B) bitwise what a run from
+scratch would be. A finished model (evaluation.json written) is never retrained.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+
+import ml_collections
+import numpy as np
+
+from fastvgs_jax import workdir as workdir_lib
+from fastvgs_jax.data import build
+from fastvgs_jax.eval import evaluate
+from fastvgs_jax.train import config as run_config
+from fastvgs_jax.train import loop
+
+log = logging.getLogger(__name__)
+
+# The nine models, in the paper's table order; "a_b" is the sequential (A, B).
+MODELS = (
+    "w2v2",
+    "vgs",
+    "vgsplus",
+    "w2v2_vgsplus",
+    "vgs_vgsplus",
+    "w2v2_vgs",
+    "vgs_w2v2",
+    "vgsplus_w2v2",
+    "vgsplus_vgs",
+)
+LABELS = {"w2v2": "W2V2", "vgs": "VGS", "vgsplus": "VGS+"}
+EVALUATION_FILE = "evaluation.json"
+
+
+def label(model: str) -> str:
+    """W2V2, VGS+, (W2V2, VGS) …: the paper's names."""
+    parts = [LABELS[p] for p in model.split("_")]
+    return parts[0] if len(parts) == 1 else f"({', '.join(parts)})"
+
+
+def check_settings(settings: ml_collections.ConfigDict) -> None:
+    unknown = [m for m in settings.models if m not in MODELS]
+    if unknown:
+        raise ValueError(f"unknown study models {unknown}; expected some of {list(MODELS)}")
+    if not settings.seeds:
+        raise ValueError("a study needs at least one seed")
+    if settings.steps < 2:
+        raise ValueError(f"steps={settings.steps}: a two-phase model needs at least 2 steps")
+
+
+def model_config(
+    settings: ml_collections.ConfigDict, model: str, seed: int
+) -> ml_collections.ConfigDict:
+    """The run config of one model and seed: the study's run template, the model's phases."""
+    config = copy.deepcopy(settings.run)
+    config.seed = seed
+    config.data.seed = seed
+    config.phases = run_config.study_phases(model, int(settings.steps))
+    return config
+
+
+def first_phase_config(
+    settings: ml_collections.ConfigDict, objective: str, seed: int
+) -> ml_collections.ConfigDict:
+    """Phase A of every (A, ·) model, alone (the same phase, schedule and data)."""
+    config = model_config(settings, f"{objective}_{objective}", seed)
+    config.phases = [config.phases[0]]
+    return config
+
+
+def run_dir(out: str, model: str, seed: int) -> str:
+    return os.path.join(out, "runs", model, f"seed{seed}")
+
+
+def _hook(settings, config, workdir) -> evaluate.EvaluationHook:
+    h = settings.history
+    return evaluate.EvaluationHook(
+        config,
+        workdir,
+        num_images=h.num_images,
+        captions_per_image=h.captions_per_image,
+        num_abx_utterances=h.num_abx_utterances,
+        layers=h.layers,
+    )
+
+
+def _train(settings, config, workdir: str) -> None:
+    hook = _hook(settings, config, workdir) if settings.history.enabled else None
+    loop.train(config, workdir, eval_hook=hook)
+
+
+def train_model(settings: ml_collections.ConfigDict, model: str, seed: int) -> str:
+    """Train (or finish) one model; returns its workdir."""
+    workdir = run_dir(settings.out, model, seed)
+    if os.path.exists(os.path.join(workdir, EVALUATION_FILE)):
+        return workdir  # finished and evaluated
+    config = model_config(settings, model, seed)
+    if "_" in model and not os.path.isdir(os.path.join(workdir, workdir_lib.SNAPSHOT_DIR)):
+        first = model.split("_")[0]
+        first_dir = os.path.join(settings.out, "runs", "_first", first, f"seed{seed}")
+        first_config = first_phase_config(settings, first, seed)
+        _train(settings, first_config, first_dir)
+        _seed_from_first_phase(first_dir, workdir, int(first_config.phases[0].steps))
+    _train(settings, config, workdir)
+    return workdir
+
+
+def _seed_from_first_phase(first_dir: str, workdir: str, step: int) -> None:
+    """Give ``workdir`` the snapshot closing phase A (and its history): it resumes there."""
+    source = os.path.join(workdir_lib.snapshot_dir(first_dir), str(step))
+    target = os.path.join(workdir_lib.snapshot_dir(workdir), str(step))
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    shutil.copytree(source, target + ".copying")
+    os.replace(target + ".copying", target)  # a half-copied snapshot never looks complete
+    history = os.path.join(first_dir, evaluate.HISTORY_FILE)
+    if os.path.exists(history):
+        shutil.copy(history, os.path.join(workdir, evaluate.HISTORY_FILE))
+
+
+def evaluate_model(settings: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Test-split retrieval and ABX on every layer, cached in ``workdir/evaluation.json``."""
+    path = os.path.join(workdir, EVALUATION_FILE)
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    results = evaluate.evaluate_run(
+        workdir,
+        tasks=("retrieval", "abx"),
+        layers="all",
+        split=settings.test_split,
+        baselines=False,
+        progress=settings.progress,
+    )
+    _write_json(path, results)
+    return results
+
+
+def baseline_rows(settings: ml_collections.ConfigDict, workdir: str, seed: int) -> dict:
+    """MFCC and random-init ABX rows (per layer) for a seed, cached under ``baselines/``."""
+    path = os.path.join(settings.out, "baselines", f"seed{seed}.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    results = evaluate.evaluate_run(
+        workdir,
+        tasks=("abx",),
+        layers="all",
+        baselines=True,
+        random_init_seed=seed,
+        progress=settings.progress,
+    )
+    rows = {"mfcc": results["abx"]["mfcc"], "random_init": results["abx"]["random_init"]}
+    _write_json(path, rows)
+    return rows
+
+
+def _write_json(path: str, value) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(value, f, indent=1)  # insertion order: models and layers as trained
+    os.replace(path + ".tmp", path)
+
+
+def run_study(settings: ml_collections.ConfigDict) -> dict:
+    """Train and evaluate every model × seed, then write the report; returns results.json."""
+    check_settings(settings)
+    data = settings.run.data
+    build.ensure_built(data.data_dir, data.preset, seed=data.corpus_seed)
+    per_model: dict[str, list[dict]] = {m: [] for m in settings.models}
+    baselines: list[dict] = []
+    for seed in settings.seeds:
+        for model in settings.models:
+            log.info("study %s: %s, seed %d", settings.name, label(model), seed)
+            workdir = train_model(settings, model, seed)
+            per_model[model].append(evaluate_model(settings, workdir))
+        baselines.append(baseline_rows(settings, run_dir(settings.out, model, seed), seed))
+    results = summarise(settings, per_model, baselines)
+    _write_json(os.path.join(settings.out, "results.json"), results)
+    with open(os.path.join(settings.out, "table.md"), "w") as f:
+        f.write(tables_markdown(results))
+    write_plots(settings, results)
+    return results
+
+
+# --------------------------------------------------------------------------------------------
+# Summary and report
+# --------------------------------------------------------------------------------------------
+
+RETRIEVAL_COLUMNS = (
+    ("speech_to_image", "r1"),
+    ("speech_to_image", "r5"),
+    ("speech_to_image", "r10"),
+    ("image_to_speech", "r1"),
+    ("image_to_speech", "r5"),
+    ("image_to_speech", "r10"),
+)
+
+
+def _layer_order(name: str) -> int:
+    """frontend, layer_1, layer_2, …, layer_12 (not the string order)."""
+    return 0 if not name.startswith("layer_") else int(name.split("_")[1])
+
+
+def _mean_std(values: Sequence[float]) -> dict[str, float | None]:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return {"mean": None, "std": None, "n": 0}
+    return {"mean": float(np.mean(finite)), "std": float(np.std(finite)), "n": len(finite)}
+
+
+def _best(rows: Mapping[str, Mapping[str, float]], mode: str) -> tuple[str | None, float | None]:
+    finite = {k: v[mode] for k, v in rows.items() if v.get(mode) is not None}
+    finite = {k: v for k, v in finite.items() if math.isfinite(v)}
+    if not finite:
+        return None, None
+    layer = min(finite, key=finite.get)
+    return layer, finite[layer]
+
+
+def summarise(settings, per_model: Mapping[str, list[dict]], baselines: list[dict]) -> dict:
+    """Means ± std over seeds; deterministic (no timestamps or paths)."""
+    models = {}
+    for model, runs in per_model.items():
+        retrieval = {
+            f"{d}_{k}": _mean_std([r["retrieval"][d][k] for r in runs])
+            for d, k in RETRIEVAL_COLUMNS
+        }
+        layers = sorted(runs[0]["abx"]["trained"], key=_layer_order)
+        abx = {
+            layer: {
+                mode: _mean_std([r["abx"]["trained"][layer][mode] for r in runs])
+                for mode in ("within", "across")
+            }
+            for layer in layers
+        }
+        best = {}
+        for mode in ("within", "across"):
+            picks = [_best(r["abx"]["trained"], mode) for r in runs]
+            best[mode] = {
+                "layers": [p[0] for p in picks],
+                **_mean_std([p[1] for p in picks]),
+            }
+        models[model] = {"label": label(model), "retrieval": retrieval, "abx": abx, "best": best}
+    reference = {}
+    for name in ("mfcc", "random_init"):
+        if name == "mfcc":
+            rows = [{"mfcc": b["mfcc"]} for b in baselines]
+        else:
+            rows = [b["random_init"] for b in baselines]
+        reference[name] = {
+            mode: {
+                "layers": [_best(r, mode)[0] for r in rows],
+                **_mean_std([_best(r, mode)[1] for r in rows]),
+            }
+            for mode in ("within", "across")
+        }
+        reference[name]["per_layer"] = {
+            layer: {m: _mean_std([r[layer][m] for r in rows]) for m in ("within", "across")}
+            for layer in sorted(rows[0], key=_layer_order)
+        }
+    return {
+        "study": settings.name,
+        "seeds": list(settings.seeds),
+        "steps": int(settings.steps),
+        "model": {
+            "size": str(settings.run.model.size),
+            "frontend": str(settings.run.model.frontend),
+            "num_layers": int(settings.run.model.num_layers),
+            "hidden_dim": int(settings.run.model.hidden_dim),
+        },
+        "data": {"preset": str(settings.run.data.preset), "split": settings.test_split},
+        "units": "percent",
+        "models": models,
+        "reference": reference,
+    }
+
+
+def _cell(stat: Mapping, digits: int = 1) -> str:
+    if stat.get("mean") is None:
+        return "–"
+    if stat.get("n", 1) > 1:
+        return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
+    return f"{stat['mean']:.{digits}f}"
+
+
+def _layer_note(layers: Sequence[str | None]) -> str:
+    names = sorted({evaluate._layer_label(x) for x in layers if x not in (None, "mfcc")})
+    return f" ({', '.join(names)})" if names else ""
+
+
+def tables_markdown(results: Mapping) -> str:
+    seeds = results["seeds"]
+    lines = [
+        f"# Study {results['study']}: {len(results['models'])} models, seeds {seeds}, "
+        f"{results['steps']} steps each",
+        "",
+        f"Model: {results['model']['size']} ({results['model']['frontend']} frontend, "
+        f"{results['model']['num_layers']} × {results['model']['hidden_dim']}); corpus "
+        f"spoken_scenes/{results['data']['preset']}, {results['data']['split']} split. "
+        "Values in %, mean ± std over seeds.",
+        "",
+        "## Cross-modal retrieval (coarse embeddings)",
+        "",
+        "| model | S→I R@1 | S→I R@5 | S→I R@10 | I→S R@1 | I→S R@5 | I→S R@10 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for m in results["models"].values():
+        cells = [_cell(m["retrieval"][f"{d}_{k}"]) for d, k in RETRIEVAL_COLUMNS]
+        lines.append(f"| {m['label']} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "S→I: speech → image (each caption ranks all images); I→S: image → speech (a hit when "
+        "any of the image's captions is in the top K).",
+        "",
+        "## ABX phone discriminability (error %, best layer in parentheses)",
+        "",
+        "| model | within speaker | across speaker |",
+        "|---|---|---|",
+    ]
+    for m in results["models"].values():
+        w, a = m["best"]["within"], m["best"]["across"]
+        lines.append(
+            f"| {m['label']} | {_cell(w, 2)}{_layer_note(w['layers'])} | "
+            f"{_cell(a, 2)}{_layer_note(a['layers'])} |"
+        )
+    for name, title in (("random_init", "random init"), ("mfcc", "MFCC (13 + Δ + ΔΔ)")):
+        r = results["reference"][name]
+        lines.append(
+            f"| {title} | {_cell(r['within'], 2)}{_layer_note(r['within']['layers'])} | "
+            f"{_cell(r['across'], 2)}{_layer_note(r['across']['layers'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_plots(settings, results: Mapping) -> list[str]:
+    """Per-layer ABX curves (one line per model, like the paper's figure) and each run's
+    history plot (retrieval and ABX over steps, phase switch marked)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = os.path.join(settings.out, "plots")
+    os.makedirs(out_dir, exist_ok=True)
+    paths = []
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for ax, mode in zip(axes, ("within", "across"), strict=True):
+        for m in results["models"].values():
+            layers = list(m["abx"])
+            values = [m["abx"][layer][mode]["mean"] for layer in layers]
+            ax.plot(range(len(layers)), values, marker="o", label=m["label"])
+        random_rows = results["reference"]["random_init"]["per_layer"]
+        ax.plot(
+            range(len(random_rows)),
+            [random_rows[layer][mode]["mean"] for layer in random_rows],
+            color="grey",
+            linestyle="--",
+            label="random init",
+        )
+        mfcc = results["reference"]["mfcc"][mode]["mean"]
+        if mfcc is not None:
+            ax.axhline(mfcc, color="black", linestyle=":", label="MFCC")
+        ax.set_xticks(range(len(layers)), [evaluate._layer_label(x) for x in layers])
+        ax.set_title(f"ABX error, {mode} speaker")
+        ax.set_xlabel("layer")
+    axes[0].set_ylabel("error (%)")
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    path = os.path.join(out_dir, "abx_per_layer.png")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    paths.append(path)
+    if settings.history.enabled:
+        for model in settings.models:
+            for seed in settings.seeds:
+                workdir = run_dir(settings.out, model, seed)
+                paths.append(
+                    evaluate.plot_history(
+                        workdir, os.path.join(out_dir, f"history_{model}_seed{seed}.png")
+                    )
+                )
+    return paths

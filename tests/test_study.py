@@ -1,0 +1,52 @@
+"""The study end to end on the tiny corpus: a two-phase model trained through the shared
+first phase equals the same model trained from scratch; the report is written, a rerun
+trains nothing and writes identical results."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+
+import jax
+import numpy as np
+
+from fastvgs_jax import study
+from fastvgs_jax.train import snapshots
+
+
+def test_shared_first_phase_gives_the_from_scratch_model(tiny_study, uninterrupted):
+    settings, _ = tiny_study
+    _, reference, _ = uninterrupted
+    variables, step, _ = snapshots.load_variables(study.run_dir(settings.out, "w2v2_vgs", 0))
+    assert step == 7
+    for path, leaf in jax.tree_util.tree_flatten_with_path(reference.params)[0]:
+        node = variables["params"]
+        for key in path:
+            node = node[key.key]
+        np.testing.assert_array_equal(node, np.asarray(leaf), err_msg=str(path))
+
+
+def test_report_has_both_tables_plots_and_baselines(tiny_study):
+    settings, results = tiny_study
+    table = (pathlib.Path(settings.out) / "table.md").read_text()
+    for text in ("(W2V2, VGS)", "| VGS |", "S→I R@10", "random init", "MFCC"):
+        assert text in table, text
+    assert set(results["models"]) == {"w2v2_vgs", "vgs"}
+    assert results["reference"]["mfcc"]["within"]["mean"] is not None
+    plots = os.listdir(os.path.join(settings.out, "plots"))
+    assert "abx_per_layer.png" in plots and "history_w2v2_vgs_seed0.png" in plots
+    history = study.evaluate.read_history(study.run_dir(settings.out, "w2v2_vgs", 0))
+    assert [h["step"] for h in history] == [2, 3, 6, 7]  # the first phase's points included
+
+
+def test_rerun_trains_nothing_and_writes_identical_results(tiny_study):
+    settings, _ = tiny_study
+    path = pathlib.Path(settings.out) / "results.json"
+    before = path.read_text()
+    metrics = pathlib.Path(study.run_dir(settings.out, "vgs", 0)) / "metrics.jsonl"
+    lines = len(metrics.read_text().splitlines())
+    study.run_study(settings)
+    assert path.read_text() == before
+    assert len(metrics.read_text().splitlines()) == lines
+    assert json.loads(before)["steps"] == 7
