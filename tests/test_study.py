@@ -10,9 +10,11 @@ import pathlib
 
 import jax
 import numpy as np
+import pytest
 
+import configs.study
 from fastvgs_jax import study
-from fastvgs_jax.train import snapshots
+from fastvgs_jax.train import loop, snapshots
 
 
 def test_shared_first_phase_gives_the_from_scratch_model(tiny_study, uninterrupted):
@@ -50,3 +52,20 @@ def test_rerun_trains_nothing_and_writes_identical_results(tiny_study):
     assert path.read_text() == before
     assert len(metrics.read_text().splitlines()) == lines
     assert json.loads(before)["steps"] == 7
+
+
+@pytest.mark.parametrize("preset", ["demo", "quick"])
+def test_study_presets_give_valid_runs_for_every_model(preset):
+    settings = configs.study.get_config(preset)
+    study.check_settings(settings)
+    for model in settings.models:
+        plan = loop.prepare(study.model_config(settings, model, 0))
+        assert sum(p.steps for p in plan) == settings.steps
+        assert settings.run.model.frontend == "logmel"
+
+
+def test_unknown_study_models_are_named():
+    settings = configs.study.get_config("quick")
+    settings.models = ["w2v2", "vgs_ssl"]
+    with pytest.raises(ValueError, match="vgs_ssl"):
+        study.check_settings(settings)
