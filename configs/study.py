@@ -22,8 +22,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     s = ml_collections.ConfigDict()
     s.name = preset  # names the results folder
     s.out = f"results/{preset}"  # runs, evaluations, tables and plots go here
-    s.models = list(MODELS)  # which of the nine models (the paper's order)
-    s.seeds = [0]  # one full set of models per seed; tables show mean ± std
+    # Comma-separated, so that --config.models=w2v2,vgs and --config.seeds=0,1 work.
+    s.models = ",".join(MODELS)  # which of the nine models (the paper's order)
+    s.seeds = "0"  # one full set of models per seed; tables show mean ± std
     # Optimiser steps per model (20 : 50 split). Nine models cost 8.1 × steps in all (shared
     # first phases); demo: ~0.6 s a step on 2 cores → ~65 min of training.
     s.steps = 800 if preset == "demo" else 70

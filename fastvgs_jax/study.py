@@ -57,11 +57,36 @@ def label(model: str) -> str:
     return parts[0] if len(parts) == 1 else f"({', '.join(parts)})"
 
 
+def study_models(settings: ml_collections.ConfigDict) -> list[str]:
+    """``settings.models`` ("w2v2,vgs" or a sequence) as a list of names."""
+    models = settings.models
+    return (
+        [m.strip() for m in models.split(",") if m.strip()]
+        if isinstance(models, str)
+        else list(models)
+    )
+
+
+def study_seeds(settings: ml_collections.ConfigDict) -> list[int]:
+    """``settings.seeds`` ("0,1" or a sequence) as a list of ints."""
+    seeds = settings.seeds
+    if isinstance(seeds, str):
+        seeds = [s for s in seeds.split(",") if s.strip()]
+    elif isinstance(seeds, int):
+        seeds = [seeds]
+    try:
+        return [int(s) for s in seeds]
+    except ValueError as error:
+        raise ValueError(f"seeds={settings.seeds!r}: expected integers like '0,1'") from error
+
+
 def check_settings(settings: ml_collections.ConfigDict) -> None:
-    unknown = [m for m in settings.models if m not in MODELS]
+    unknown = [m for m in study_models(settings) if m not in MODELS]
     if unknown:
         raise ValueError(f"unknown study models {unknown}; expected some of {list(MODELS)}")
-    if not settings.seeds:
+    if not study_models(settings):
+        raise ValueError("a study needs at least one model")
+    if not study_seeds(settings):
         raise ValueError("a study needs at least one seed")
     if settings.steps < 2:
         raise ValueError(f"steps={settings.steps}: a two-phase model needs at least 2 steps")
@@ -185,10 +210,11 @@ def run_study(settings: ml_collections.ConfigDict) -> dict:
     check_settings(settings)
     data = settings.run.data
     build.ensure_built(data.data_dir, data.preset, seed=data.corpus_seed)
-    per_model: dict[str, list[dict]] = {m: [] for m in settings.models}
+    models, seeds = study_models(settings), study_seeds(settings)
+    per_model: dict[str, list[dict]] = {m: [] for m in models}
     baselines: list[dict] = []
-    for seed in settings.seeds:
-        for model in settings.models:
+    for seed in seeds:
+        for model in models:
             log.info("study %s: %s, seed %d", settings.name, label(model), seed)
             workdir = train_model(settings, model, seed)
             per_model[model].append(evaluate_model(settings, workdir))
@@ -279,7 +305,7 @@ def summarise(settings, per_model: Mapping[str, list[dict]], baselines: list[dic
         }
     return {
         "study": settings.name,
-        "seeds": list(settings.seeds),
+        "seeds": study_seeds(settings),
         "steps": int(settings.steps),
         "model": {
             "size": str(settings.run.model.size),
@@ -390,8 +416,8 @@ def write_plots(settings, results: Mapping) -> list[str]:
     plt.close(fig)
     paths.append(path)
     if settings.history.enabled:
-        for model in settings.models:
-            for seed in settings.seeds:
+        for model in study_models(settings):
+            for seed in study_seeds(settings):
                 workdir = run_dir(settings.out, model, seed)
                 paths.append(
                     evaluate.plot_history(

@@ -60,7 +60,7 @@ def tiny_study(tiny_data_dir, tmp_path_factory):
 
     settings = configs.study.get_config("quick")
     settings.out = str(tmp_path_factory.mktemp("study"))
-    settings.models = ["w2v2_vgs", "vgs"]
+    settings.models = "w2v2_vgs,vgs"
     settings.steps = 7
     settings.progress = False
     settings.run = tiny_run_config(tiny_data_dir)
