@@ -246,23 +246,8 @@ def mixed_stream_from_config(
     for offset, kind in enumerate(KINDS):
         if weights.get(kind, 0.0) <= 0:
             continue
-        source = sources_lib.open_split(
-            data_config.data_dir,
-            data_config.preset,
-            data_config[kind].split,
-            seed=data_config.corpus_seed,
-            expected_sample_rate=data_config.sample_rate,
-        )
+        source = open_stream_source(data_config, kind)
         spec = stream_spec(data_config, kind)
-        keep = None
-        if spec.min_seconds > 0:
-            keep = _long_enough_in_split(
-                data_config.data_dir,
-                data_config.preset,
-                data_config[kind].split,
-                int(data_config.corpus_seed),
-                spec,
-            )
         streams[kind] = training_stream(
             source,
             kind,
@@ -273,9 +258,36 @@ def mixed_stream_from_config(
             read_options=grain.ReadOptions(
                 num_threads=int(data_config.read_threads), prefetch_buffer_size=64
             ),
-            keep=keep,
+            keep=_stream_keep(data_config, kind),
         )
     return mixed_stream(streams, weights)
+
+
+def open_stream_source(data_config, kind: str) -> sources_lib.SplitSource:
+    """The built split that stream ``kind`` of a data config reads."""
+    return sources_lib.open_split(
+        data_config.data_dir,
+        data_config.preset,
+        data_config[kind].split,
+        seed=data_config.corpus_seed,
+        expected_sample_rate=data_config.sample_rate,
+    )
+
+
+def _stream_keep(data_config, kind: str) -> np.ndarray | None:
+    spec = stream_spec(data_config, kind)
+    if spec.min_seconds <= 0:
+        return None
+    split = data_config[kind].split
+    return _long_enough_in_split(
+        data_config.data_dir, data_config.preset, split, int(data_config.corpus_seed), spec
+    )
+
+
+def stream_size(data_config, kind: str) -> int:
+    """Examples stream ``kind`` draws from: its split, after the minimum-length filter."""
+    keep = _stream_keep(data_config, kind)
+    return len(open_stream_source(data_config, kind)) if keep is None else len(keep)
 
 
 @functools.lru_cache(maxsize=8)

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from fastvgs_jax.data import pipelines, sources
+from fastvgs_jax.data import pipelines
 from fastvgs_jax.models import fastvgs, sharding, speech
 from fastvgs_jax.train import manifest, reporting, snapshots
 from fastvgs_jax.train import optimizer as optimizer_lib
@@ -53,17 +53,8 @@ def resolve_mesh_shape(shape, num_devices: int) -> tuple[int, int, int]:
 def epoch_steps(data_config: ml_collections.ConfigDict, kind: str, epochs: float) -> int:
     """Steps for ``epochs`` passes over stream ``kind`` (global batches; the built split's
     size, after the minimum-length filter)."""
-    source = sources.open_split(
-        data_config.data_dir,
-        data_config.preset,
-        data_config[kind].split,
-        seed=data_config.corpus_seed,
-        expected_sample_rate=data_config.sample_rate,
-    )
+    size = pipelines.stream_size(data_config, kind)
     spec = pipelines.stream_spec(data_config, kind)
-    size = (
-        len(source) if spec.min_seconds <= 0 else len(pipelines.long_enough_indices(source, spec))
-    )
     return max(1, math.ceil(epochs * size / spec.batch_size))
 
 

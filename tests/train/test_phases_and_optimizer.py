@@ -149,6 +149,7 @@ def test_every_study_config_loads_and_validates(name):
 
 
 def test_a_phase_in_epochs_takes_its_length_from_the_built_split(tiny_data_dir):
+    from fastvgs_jax.data import pipelines, sources
     from fastvgs_jax.train import loop
 
     c = run_config.base_config("tiny", "tiny")
@@ -159,11 +160,11 @@ def test_a_phase_in_epochs_takes_its_length_from_the_built_split(tiny_data_dir):
     c.phases.append(run_config.phase("vgs", 1, 1.0))
     c.phases[1].epochs = 1.0
     ssl, vgs = loop.prepare(c, resolve_epochs=True)
-    train_size = len(loop.sources.open_split(tiny_data_dir, "tiny", "train"))
+    train_size = len(sources.open_split(tiny_data_dir, "tiny", "train"))
     audio_only = len(
-        loop.pipelines.long_enough_indices(
-            loop.sources.open_split(tiny_data_dir, "tiny", "audio_only"),
-            loop.pipelines.stream_spec(c.data, "audio_only"),
+        pipelines.long_enough_indices(
+            sources.open_split(tiny_data_dir, "tiny", "audio_only"),
+            pipelines.stream_spec(c.data, "audio_only"),
         )
     )
     assert vgs.steps == -(-train_size // 8)
