@@ -8,6 +8,7 @@ import numpy as np
 import optax
 import pytest
 
+from fastvgs_jax.study import MODELS
 from fastvgs_jax.train import config as run_config
 from fastvgs_jax.train import optimizer, phases
 
@@ -117,19 +118,7 @@ def test_decoupled_weight_decay_and_clipping():
     assert np.all(np.isfinite(np.asarray(updates["w"])))
 
 
-STUDY_CONFIGS = (
-    "w2v2",
-    "vgs",
-    "vgsplus",
-    "w2v2_vgsplus",
-    "vgs_vgsplus",
-    "w2v2_vgs",
-    "vgs_w2v2",
-    "vgsplus_w2v2",
-    "vgsplus_vgs",
-    "fastvgs_plus",
-    "demo",
-)
+STUDY_CONFIGS = (*MODELS, "fastvgs_plus", "demo")  # one config file per study model
 
 
 @pytest.mark.parametrize("name", STUDY_CONFIGS)
