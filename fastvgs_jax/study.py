@@ -22,6 +22,7 @@ import logging
 import math
 import os
 import shutil
+import time
 from collections.abc import Mapping, Sequence
 
 import ml_collections
@@ -100,6 +101,11 @@ def model_config(
     config.seed = seed
     config.data.seed = seed
     config.phases = run_config.study_phases(model, int(settings.steps))
+    share = settings.get("temperature_anneal_share")
+    if share:  # the Gumbel temperature reaches its floor at this share of the step budget
+        q = config.model.quantizer
+        anneal_steps = max(1.0, share * int(settings.steps))
+        q.temperature_decay = (q.temperature_end / q.temperature_start) ** (1.0 / anneal_steps)
     return config
 
 
@@ -205,25 +211,82 @@ def _write_json(path: str, value) -> None:
     os.replace(path + ".tmp", path)
 
 
+def remaining_steps(settings: ml_collections.ConfigDict, models: Sequence[str], seed: int) -> dict:
+    """Training steps each model of ``seed`` still costs, in order (shared first phases are
+    counted once, by the first model that needs them; finished models cost nothing)."""
+    steps = int(settings.steps)
+    first_done: set[str] = set()
+    cost = {}
+    for model in models:
+        if os.path.exists(os.path.join(run_dir(settings.out, model, seed), EVALUATION_FILE)):
+            cost[model] = 0
+            continue
+        config = model_config(settings, model, seed)
+        cost[model] = steps
+        if "_" in model:
+            first = model.split("_")[0]
+            first_dir = os.path.join(settings.out, "runs", "_first", first, f"seed{seed}")
+            shared = int(config.phases[0].steps)
+            if first in first_done or os.path.isdir(workdir_lib.snapshot_dir(first_dir)):
+                cost[model] -= shared
+            first_done.add(first)
+    return cost
+
+
+class StudyClock:
+    """Elapsed time and an overall ETA, from the training steps done so far (evaluation time
+    is folded into the rate: it grows with the models, as training does)."""
+
+    def __init__(self, total_steps: int):
+        self.start = time.monotonic()
+        self.total, self.done = max(total_steps, 1), 0
+        self.timing: dict[str, float] = {}
+
+    def finished(self, name: str, steps: int, seconds: float) -> str:
+        self.done += steps
+        self.timing[name] = round(seconds, 1)
+        elapsed = time.monotonic() - self.start
+        left = elapsed / max(self.done, 1) * (self.total - self.done) if self.done else 0.0
+        return (
+            f"{name}: {seconds / 60:.1f} min; study {elapsed / 60:.1f} min elapsed, "
+            f"{self.done}/{self.total} steps, ETA {left / 60:.1f} min"
+        )
+
+
 def run_study(settings: ml_collections.ConfigDict) -> dict:
-    """Train and evaluate every model × seed, then write the report; returns results.json."""
+    """Train and evaluate every model × seed, then write the report; returns results.json.
+
+    Wall times (corpus build, each model's training + evaluation, baselines, total) go to
+    ``timing.json``, not results.json, which must not change between identical runs.
+    """
     check_settings(settings)
+    started = time.monotonic()
     data = settings.run.data
     build.ensure_built(data.data_dir, data.preset, seed=data.corpus_seed)
     models, seeds = study_models(settings), study_seeds(settings)
+    costs = {seed: remaining_steps(settings, models, seed) for seed in seeds}
+    clock = StudyClock(sum(sum(c.values()) for c in costs.values()))
+    clock.timing["corpus"] = round(time.monotonic() - started, 1)
     per_model: dict[str, list[dict]] = {m: [] for m in models}
     baselines: list[dict] = []
     for seed in seeds:
         for model in models:
             log.info("study %s: %s, seed %d", settings.name, label(model), seed)
+            begun = time.monotonic()
             workdir = train_model(settings, model, seed)
             per_model[model].append(evaluate_model(settings, workdir))
+            took = time.monotonic() - begun
+            log.info(clock.finished(f"{label(model)} seed {seed}", costs[seed][model], took))
+        begun = time.monotonic()
         baselines.append(baseline_rows(settings, run_dir(settings.out, model, seed), seed))
+        clock.timing[f"baselines seed {seed}"] = round(time.monotonic() - begun, 1)
     results = summarise(settings, per_model, baselines)
     _write_json(os.path.join(settings.out, "results.json"), results)
     with open(os.path.join(settings.out, "table.md"), "w") as f:
         f.write(tables_markdown(results))
     write_plots(settings, results)
+    clock.timing["total"] = round(time.monotonic() - started, 1)
+    _write_json(os.path.join(settings.out, "timing.json"), clock.timing)
     return results
 
 

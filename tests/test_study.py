@@ -69,3 +69,15 @@ def test_unknown_study_models_are_named():
     settings.models = "w2v2,vgs_ssl"
     with pytest.raises(ValueError, match="vgs_ssl"):
         study.check_settings(settings)
+
+
+@pytest.mark.parametrize("steps", [70, 800])
+def test_gumbel_temperature_reaches_its_floor_at_the_anneal_share_of_the_budget(steps):
+    from fastvgs_jax.train.objectives import gumbel_temperature
+
+    settings = configs.study.get_config("quick")
+    settings.steps, settings.temperature_anneal_share = steps, 0.5
+    model = study.model_config(settings, "w2v2_vgs", 0).model
+    q = model.quantizer
+    assert float(gumbel_temperature(model, steps // 4)) > q.temperature_end + 0.1
+    assert float(gumbel_temperature(model, steps // 2)) == pytest.approx(q.temperature_end)

@@ -61,6 +61,9 @@ def model_config(size: str = "base") -> ml_collections.ConfigDict:
     c.quantizer.entries = 320  # entries per codebook
     c.quantizer.codevector_dim = 256  # concatenated codevector width
     c.quantizer.final_dim = 256  # shared space of projected targets and context
+    # Init std of the code-logit projection: 0.02 as the reference (every Linear); fairseq
+    # and HF use 1.0, which makes codes follow the features from step 0 (short runs need it).
+    c.quantizer.projection_init_std = 0.02
     c.quantizer.temperature_start = 2.0  # Gumbel temperature at step 0
     c.quantizer.temperature_end = 0.5  # floor of the schedule
     c.quantizer.temperature_decay = 0.999995  # per update; FaST-VGS's code never applies it:

@@ -66,7 +66,9 @@ class FaSTVGSPlus(nn.Module):
         check_model_config(c)
         self.speech_encoder = speech.SpeechEncoder(c, self.dtype)
         q = c.quantizer
-        self.quantizer = quantizer.GumbelQuantizer(q.groups, q.entries, q.codevector_dim)
+        self.quantizer = quantizer.GumbelQuantizer(
+            q.groups, q.entries, q.codevector_dim, q.projection_init_std
+        )
         self.target_projection = layers.dense(
             q.final_dim, ("codevector", "final"), jnp.float32, "target_projection"
         )

@@ -39,6 +39,9 @@ class GumbelQuantizer(nn.Module):
     groups: int = 2
     entries: int = 320
     codevector_dim: int = 256
+    # Std of the logit projection's N(0, σ²) init. 0.02 (the reference) makes the logits
+    # tiny next to the Gumbel noise, so early codes are noise; fairseq and HF use 1.0.
+    projection_init_std: float = 0.02
 
     @nn.compact
     def __call__(
@@ -57,8 +60,14 @@ class GumbelQuantizer(nn.Module):
         if self.codevector_dim % self.groups:
             raise ValueError(f"codevector_dim {self.codevector_dim} % groups {self.groups} != 0")
         batch, frames, _ = features.shape
-        logits = layers.dense(
-            self.groups * self.entries, ("conv_out", "codebook"), jnp.float32, "weight_proj"
+        logits = nn.Dense(
+            self.groups * self.entries,
+            dtype=jnp.float32,
+            kernel_init=layers.partitioned(
+                nn.initializers.normal(self.projection_init_std), ("conv_out", "codebook")
+            ),
+            bias_init=layers.partitioned(nn.initializers.zeros, ("codebook",)),
+            name="weight_proj",
         )(features.astype(jnp.float32))
         logits = logits.reshape(batch, frames, self.groups, self.entries)
         codebook = self.param(

@@ -365,3 +365,25 @@ def test_quantizer_rejects_codevector_dim_not_divisible_by_groups():
     module = GumbelQuantizer(groups=3, entries=4, codevector_dim=4)
     with pytest.raises(ValueError, match="codevector_dim"):
         module.init(jax.random.key(0), jnp.ones((1, 2, 5)), 1.0, True)
+
+
+@pytest.mark.parametrize("std", [0.02, 1.0])
+def test_quantizer_projection_init_std_sets_the_code_logit_scale(std):
+    """0.02 (reference) leaves the code logits far below the Gumbel noise (std ≈ 1.28), so
+    early codes are noise; 1.0 (fairseq, HF) makes them follow the features from step 0."""
+    module = GumbelQuantizer(groups=2, entries=64, codevector_dim=8, projection_init_std=std)
+    features = jnp.asarray(np.random.default_rng(0).normal(size=(4, 50, 128)), jnp.float32)
+    variables = jax.jit(lambda key, f: module.init(key, f, 1.0, True))(jax.random.key(0), features)
+    kernel = np.asarray(meta.unbox(variables)["params"]["weight_proj"]["kernel"])
+    assert np.std(kernel) == pytest.approx(std, rel=0.05)
+
+    def agreement(key):
+        out = module.apply(variables, features, 2.0, False, rngs={"gumbel": key})
+        clean = module.apply(variables, features, 2.0, True)
+        return jnp.mean(out.codes == clean.codes)
+
+    share = float(jax.jit(agreement)(jax.random.key(1)))
+    if std == 1.0:
+        assert share > 0.8  # logits std ≈ 11 ≫ noise: the noisy code is the clean one
+    else:
+        assert share < 0.2  # logits std ≈ 0.23: the noisy code is close to a uniform draw
