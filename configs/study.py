@@ -31,6 +31,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # The Gumbel temperature falls from 2 to 0.5 over this share of the step budget (fairseq's
     # 0.999995 per update takes 280 k updates: a short run would keep the noisiest targets).
     s.temperature_anneal_share = 0.7
+    # Peak lr per objective phase (None: run.optimizer.learning_rate). A phase is named for
+    # its objective (w2v2 | vgs | vgsplus), so e.g. --config.learning_rates.vgs=2e-4.
+    s.learning_rates = ml_collections.ConfigDict(
+        {
+            n: ml_collections.FieldReference(None, field_type=float)
+            for n in ("w2v2", "vgs", "vgsplus")
+        }
+    )
     s.test_split = "test"  # retrieval split of the final evaluation
     s.progress = True  # progress bars
 

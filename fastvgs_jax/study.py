@@ -101,6 +101,10 @@ def model_config(
     config.seed = seed
     config.data.seed = seed
     config.phases = run_config.study_phases(model, int(settings.steps))
+    rates = settings.get("learning_rates")
+    for p in config.phases:
+        if rates is not None and rates.get(p.name) is not None:
+            p.learning_rate = float(rates[p.name])  # per objective: the phase is named for it
     share = settings.get("temperature_anneal_share")
     if share:  # the Gumbel temperature reaches its floor at this share of the step budget
         q = config.model.quantizer

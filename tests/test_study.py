@@ -81,3 +81,10 @@ def test_gumbel_temperature_reaches_its_floor_at_the_anneal_share_of_the_budget(
     q = model.quantizer
     assert float(gumbel_temperature(model, steps // 4)) > q.temperature_end + 0.1
     assert float(gumbel_temperature(model, steps // 2)) == pytest.approx(q.temperature_end)
+
+
+def test_study_learning_rates_are_set_per_objective_phase():
+    settings = configs.study.get_config("quick")
+    settings.learning_rates.w2v2, settings.learning_rates.vgs = 1e-3, 2e-4
+    phases = study.model_config(settings, "w2v2_vgs", 0).phases
+    assert [(p.name, p.learning_rate) for p in phases] == [("w2v2", 1e-3), ("vgs", 2e-4)]

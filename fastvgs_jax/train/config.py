@@ -35,6 +35,8 @@ def phase(
     p.alpha.boundaries = ()  # "steps": the phase steps where α changes
     p.alpha.values = ()  # "steps": α from each boundary on
     p.weights = None  # (coarse, caption SSL, audio-only SSL) replaces α when set (FaST-VGS+)
+    # This phase's peak lr (None: optimizer.learning_rate); its warm-up/decay shape is shared.
+    p.learning_rate = ml_collections.FieldReference(None, field_type=float)
     p.reset_optimizer = reset_optimizer  # fresh optimiser state + lr schedule at the start
     # Batch kinds and their shares; VGS needs audio_image; SSL can use either.
     p.mix = ml_collections.ConfigDict(mix or {"audio_image": 1.0})

@@ -8,6 +8,7 @@ optimiser reset, jitted steps → steps with metrics, snapshots and the evaluati
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import logging
@@ -98,6 +99,16 @@ def _phase_starts(plan) -> list[int]:
     return starts
 
 
+def _phase_optimizer(optimizer: ml_collections.ConfigDict, phase) -> ml_collections.ConfigDict:
+    """The optimiser section with the phase's own peak lr, if it sets one (the compiled step
+    does not depend on it: the lr is a step input)."""
+    if phase.learning_rate is None:
+        return optimizer
+    optimizer = copy.deepcopy(optimizer)
+    optimizer.learning_rate = phase.learning_rate
+    return optimizer
+
+
 def _schedule_starts(plan, phase_starts) -> list[int]:
     """Per phase: the global step its lr schedule counts from (phases that keep the
     optimiser continue the schedule of the phase before)."""
@@ -156,7 +167,9 @@ def train(
         for phase_index in range(phase_index, len(plan)):  # noqa: B020 - resumes mid-plan
             phase, phase_start = plan[phase_index], phase_starts[phase_index]
             phase_end = phase_start + phase.steps
-            tx, schedule = optimizer_lib.make_optimizer(config.optimizer, lengths[phase_index])
+            tx, schedule = optimizer_lib.make_optimizer(
+                _phase_optimizer(config.optimizer, phase), lengths[phase_index]
+            )
             iterator = iter(pipelines.mixed_stream_from_config(config.data, dict(phase.mix)))
             step_now = int(state.step)
             if resume_meta is not None and resume_meta["phase_index"] == phase_index:

@@ -29,6 +29,7 @@ class Phase:
     # SSL on captions, SSL on audio-only batches.
     weights: tuple[float, float, float] | None = None
     reset_optimizer: bool = True  # fresh optimiser state and lr schedule at the phase start
+    learning_rate: float | None = None  # this phase's peak lr (None: optimizer.learning_rate)
     mix: tuple[tuple[str, float], ...] = (("audio_image", 1.0),)  # batch kinds and shares
 
     def alpha(self, step_in_phase: int) -> float:
@@ -118,6 +119,7 @@ def phases_from_config(
             alpha_values=tuple(float(v) for v in p.alpha.get("values", ())),
             weights=weights,
             reset_optimizer=bool(p.reset_optimizer),
+            learning_rate=(float(p.learning_rate) if p.get("learning_rate") is not None else None),
             mix=mix,
         )
         _validate(phase, where)
@@ -129,6 +131,8 @@ def phases_from_config(
 
 
 def _validate(phase: Phase, where: str) -> None:
+    if phase.learning_rate is not None and not phase.learning_rate > 0:
+        raise ValueError(f"{where}: learning_rate must be positive, got {phase.learning_rate}")
     if phase.steps <= 0:
         raise ValueError(f"{where}: steps must be positive, got {phase.steps}")
     if phase.alpha_kind not in ALPHA_KINDS:

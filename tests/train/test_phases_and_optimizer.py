@@ -52,6 +52,7 @@ def test_alpha_schedules():
         (lambda p: setattr(p, "weights", (0.0, 0.0, 0.0)), "all loss weights are zero"),
         (lambda p: setattr(p, "mix", {"audio_only": 1.0}), "needs audio-image data"),
         (lambda p: setattr(p, "mix", {"captions": 1.0}), "unknown mix streams"),
+        (lambda p: setattr(p, "learning_rate", 0.0), "learning_rate must be positive"),
     ],
 )
 def test_bad_phases_are_clear_errors(edit, message):
@@ -59,6 +60,22 @@ def test_bad_phases_are_clear_errors(edit, message):
     edit(p)
     with pytest.raises(ValueError, match=message):
         _phases(p)
+
+
+def test_a_phase_learning_rate_replaces_the_peak_lr_of_its_schedule():
+    from fastvgs_jax.train.loop import _phase_optimizer
+
+    config = run_config.base_config("tiny", "tiny")
+    a, b = run_config.phase("a", 10, 0.0), run_config.phase("b", 10, 1.0)
+    b.learning_rate = 3e-5
+    plan = _phases(a, b)
+    assert [p.learning_rate for p in plan] == [None, 3e-5]
+    rates = []
+    for p in plan:
+        _, schedule = optimizer.make_optimizer(_phase_optimizer(config.optimizer, p), 10)
+        rates.append(max(float(schedule(i)) for i in range(10)))
+    assert rates == pytest.approx([config.optimizer.learning_rate, 3e-5])
+    assert config.optimizer.learning_rate != 3e-5  # the run's section is left as it was
 
 
 def test_a_kept_optimizer_shares_one_schedule_across_phases():
