@@ -88,3 +88,16 @@ def test_study_learning_rates_are_set_per_objective_phase():
     settings.learning_rates.w2v2, settings.learning_rates.vgs = 1e-3, 2e-4
     phases = study.model_config(settings, "w2v2_vgs", 0).phases
     assert [(p.name, p.learning_rate) for p in phases] == [("w2v2", 1e-3), ("vgs", 2e-4)]
+
+
+def test_remaining_steps_count_each_shared_first_phase_once(tmp_path):
+    settings = configs.study.get_config("quick")
+    settings.out, settings.steps = str(tmp_path), 100
+    models = ["w2v2", "w2v2_vgs", "w2v2_vgsplus", "vgs_w2v2"]
+    cost = study.remaining_steps(settings, models, 0)
+    # (W2V2, ·) share their 29-step first phase; the first model needing it pays for it.
+    assert cost == {"w2v2": 100, "w2v2_vgs": 100, "w2v2_vgsplus": 71, "vgs_w2v2": 100}
+    finished = pathlib.Path(study.run_dir(settings.out, "w2v2", 0))
+    finished.mkdir(parents=True)
+    (finished / study.EVALUATION_FILE).write_text("{}")
+    assert study.remaining_steps(settings, models, 0)["w2v2"] == 0
