@@ -126,6 +126,11 @@ def run_dir(out: str, model: str, seed: int) -> str:
     return os.path.join(out, "runs", model, f"seed{seed}")
 
 
+def first_phase_dir(out: str, objective: str, seed: int) -> str:
+    """The run of phase ``objective`` alone that every (objective, ·) model resumes from."""
+    return os.path.join(out, "runs", "_first", objective, f"seed{seed}")
+
+
 def _hook(settings, config, workdir) -> evaluate.EvaluationHook:
     h = settings.history
     return evaluate.EvaluationHook(
@@ -151,7 +156,7 @@ def train_model(settings: ml_collections.ConfigDict, model: str, seed: int) -> s
     config = model_config(settings, model, seed)
     if "_" in model and not os.path.isdir(os.path.join(workdir, workdir_lib.SNAPSHOT_DIR)):
         first = model.split("_")[0]
-        first_dir = os.path.join(settings.out, "runs", "_first", first, f"seed{seed}")
+        first_dir = first_phase_dir(settings.out, first, seed)
         first_config = first_phase_config(settings, first, seed)
         _train(settings, first_config, first_dir)
         _seed_from_first_phase(first_dir, workdir, int(first_config.phases[0].steps))
@@ -225,14 +230,14 @@ def remaining_steps(settings: ml_collections.ConfigDict, models: Sequence[str], 
         if os.path.exists(os.path.join(run_dir(settings.out, model, seed), EVALUATION_FILE)):
             cost[model] = 0
             continue
-        config = model_config(settings, model, seed)
         cost[model] = steps
         if "_" in model:
             first = model.split("_")[0]
-            first_dir = os.path.join(settings.out, "runs", "_first", first, f"seed{seed}")
-            shared = int(config.phases[0].steps)
-            if first in first_done or os.path.isdir(workdir_lib.snapshot_dir(first_dir)):
-                cost[model] -= shared
+            done = os.path.isdir(
+                workdir_lib.snapshot_dir(first_phase_dir(settings.out, first, seed))
+            )
+            if first in first_done or done:
+                cost[model] -= run_config.study_phases(model, steps)[0].steps
             first_done.add(first)
     return cost
 
@@ -250,7 +255,7 @@ class StudyClock:
         self.done += steps
         self.timing[name] = round(seconds, 1)
         elapsed = time.monotonic() - self.start
-        left = elapsed / max(self.done, 1) * (self.total - self.done) if self.done else 0.0
+        left = elapsed / self.done * (self.total - self.done) if self.done else 0.0
         return (
             f"{name}: {seconds / 60:.1f} min; study {elapsed / 60:.1f} min elapsed, "
             f"{self.done}/{self.total} steps, ETA {left / 60:.1f} min"

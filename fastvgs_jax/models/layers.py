@@ -32,12 +32,21 @@ def gelu(x: jax.Array) -> jax.Array:
     return jax.nn.gelu(x, approximate=False)
 
 
-def dense(features: int, names: Sequence[str | None], dtype: Dtype, name: str, use_bias=True):
+def dense(
+    features: int,
+    names: Sequence[str | None],
+    dtype: Dtype,
+    name: str,
+    use_bias=True,
+    init_std: float | None = None,
+):
+    """A Linear with N(0, 0.02) kernels (or N(0, init_std²)) and zero biases."""
+    kernel_init = LINEAR_INIT if init_std is None else nn.initializers.normal(stddev=init_std)
     return nn.Dense(
         features,
         use_bias=use_bias,
         dtype=dtype,
-        kernel_init=partitioned(LINEAR_INIT, names),
+        kernel_init=partitioned(kernel_init, names),
         bias_init=partitioned(nn.initializers.zeros, names[-1:]),
         name=name,
     )

@@ -60,14 +60,12 @@ class GumbelQuantizer(nn.Module):
         if self.codevector_dim % self.groups:
             raise ValueError(f"codevector_dim {self.codevector_dim} % groups {self.groups} != 0")
         batch, frames, _ = features.shape
-        logits = nn.Dense(
+        logits = layers.dense(
             self.groups * self.entries,
-            dtype=jnp.float32,
-            kernel_init=layers.partitioned(
-                nn.initializers.normal(self.projection_init_std), ("conv_out", "codebook")
-            ),
-            bias_init=layers.partitioned(nn.initializers.zeros, ("codebook",)),
-            name="weight_proj",
+            ("conv_out", "codebook"),
+            jnp.float32,
+            "weight_proj",
+            init_std=self.projection_init_std,
         )(features.astype(jnp.float32))
         logits = logits.reshape(batch, frames, self.groups, self.entries)
         codebook = self.param(
