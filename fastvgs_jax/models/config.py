@@ -82,9 +82,11 @@ def model_config(size: str = "base") -> ml_collections.ConfigDict:
     c.audio_pool.mlp_dim = 3072
     c.audio_pool.dropout = 0.1
 
-    # Image encoder: "vit" on pixels (the embedded corpus) or "regions" (detector features).
+    # Image encoder: "vit" on pixels (the embedded corpus), "regions" (detector features), or
+    # "cnn" (a small conv tower on pixels: the CPU demo's, it learns fastest from scratch).
     c.image = ml_collections.ConfigDict()
     c.image.kind = "vit"
+    c.image.cnn_widths = (32, 64, 128, 256)  # kind="cnn": channels of the stride-2 3×3 convs
     c.image.patch_size = 8  # ViT patch side (pixels); 64×64 corpus images → 64 patches
     c.image.num_layers = 6  # BERT layers on patches/regions
     c.image.num_heads = 12

@@ -48,8 +48,10 @@ def check_model_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError("model.quantizer.codevector_dim must be divisible by quantizer.groups")
     if config.audio_pool.widths[-1] != config.hidden_dim:
         raise ValueError("model.audio_pool.widths[-1] must equal model.hidden_dim")
-    if config.image.kind not in ("vit", "regions"):
-        raise ValueError(f"model.image.kind={config.image.kind!r}; expected 'vit' or 'regions'")
+    if config.image.kind not in ("vit", "regions", "cnn"):
+        raise ValueError(
+            f"model.image.kind={config.image.kind!r}; expected 'vit', 'regions' or 'cnn'"
+        )
     if config.coarse.loss not in ("margin", "clip"):
         raise ValueError(f"model.coarse.loss={config.coarse.loss!r}; expected 'margin' or 'clip'")
     speech.frame_geometry(config)  # validates the frontend name
@@ -173,7 +175,7 @@ def example_inputs(config: ml_collections.ConfigDict, batch: int = 1, seconds: f
     audio = np.zeros((batch, samples), np.float32)
     frame_mask = np.ones((batch, frames), bool)
     image = regions = boxes = None
-    if config.image.kind == "vit":
+    if config.image.kind in ("vit", "cnn"):
         image = np.zeros((batch, 64, 64, 3), np.float32)
     else:
         regions = np.zeros((batch, config.image.num_regions, config.image.region_dim), np.float32)

@@ -119,8 +119,44 @@ class AudioPooler(nn.Module):
         return layers.dense(embed, ("embed", "embed_out"), self.dtype, "projection")(x[:, 0])
 
 
+class ConvImageTower(nn.Module):
+    """Pixels → embedding with strided 3×3 convs (LayerNorm, GELU), a global mean and a Linear.
+
+    No transformer: on a CPU demo trained from scratch it leaves chance within a few dozen
+    steps, where a from-scratch ViT kept the coarse loss at chance (README "The study").
+    """
+
+    widths: tuple[int, ...]
+    embed_dim: int
+    dtype: layers.Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, image: jax.Array) -> jax.Array:
+        """image: [batch, H, W, 3] → [batch, embed]; each conv halves H and W."""
+        x = image.astype(self.dtype)
+        for k, width in enumerate(self.widths):
+            x = nn.Conv(
+                width,
+                (3, 3),
+                (2, 2),
+                padding="SAME",
+                dtype=self.dtype,
+                kernel_init=layers.partitioned(
+                    nn.initializers.lecun_normal(), (None, None, None, "conv_out")
+                ),
+                bias_init=layers.partitioned(nn.initializers.zeros, ("conv_out",)),
+                name=f"conv_{k}",
+            )(x)
+            x = layers.gelu(layers.layer_norm(1e-6, f"norm_{k}", "conv_out")(x).astype(self.dtype))
+        return layers.dense(self.embed_dim, ("conv_out", "embed"), self.dtype, "projection")(
+            x.mean(axis=(1, 2))
+        )
+
+
 class ImageEncoder(nn.Module):
     """Image → embedding: region features + boxes, or ViT patches; then BERT layers on a CLS.
+
+    ``kind="cnn"`` (pixels) is the small conv tower above instead, for from-scratch CPU runs.
 
     ``kind="regions"`` (FaST-VGS, detector features): LN(Linear(features)) and LN(Linear(boxes))
     averaged. ``kind="vit"`` (pixels): a patch-embedding conv plus learned positions.
@@ -144,6 +180,10 @@ class ImageEncoder(nn.Module):
         x2, y2 divided by the image size) → image embedding [batch, embed]."""
         c = self.config
         d = self.embed_dim
+        if c.kind == "cnn":
+            if image is None:
+                raise ValueError("image.kind='cnn' needs pixels [batch, H, W, 3]")
+            return ConvImageTower(tuple(c.cnn_widths), d, self.dtype, name="cnn")(image)
         if c.kind == "regions":
             if regions is None or boxes is None:
                 raise ValueError("image.kind='regions' needs region features and boxes")
@@ -179,7 +219,7 @@ class ImageEncoder(nn.Module):
             )
             x = layers.layer_norm(1e-12, "patch_norm")(x + positions).astype(self.dtype)
         else:
-            raise ValueError(f"unknown image encoder {c.kind!r}; expected 'regions' or 'vit'")
+            raise ValueError(f"unknown image encoder {c.kind!r}; expected 'regions', 'vit' or 'cnn'")
         x = nn.Dropout(c.dropout)(x, deterministic=deterministic)
         cls = self.param("cls", layers.partitioned(layers.LINEAR_INIT, ("embed",)), (d,))
         x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (x.shape[0], 1, d)), x], 1)

@@ -250,3 +250,28 @@ def test_abstract_then_concrete_initialisation_of_a_new_config():
     shapes = fastvgs.abstract_variables(config)  # traces the cached initialiser first
     variables = fastvgs.init_variables(config, jax.random.key(0))
     assert jax.tree.map(lambda s: s.shape, shapes) == jax.tree.map(lambda v: v.shape, variables)
+
+
+def test_cnn_image_tower_trains_through_the_clip_loss():
+    config = model_config("tiny")
+    config.image.kind = "cnn"
+    config.image.cnn_widths = (8, 16)
+    config.coarse.loss = "clip"
+    variables, step, _ = _loss_and_grad(config, alpha=1.0, ssl=False)
+    cnn = variables["params"]["image_encoder"]["cnn"]
+    assert sorted(cnn) == ["conv_0", "conv_1", "norm_0", "norm_1", "projection"]
+    assert cnn["projection"]["kernel"].shape == (16, config.hidden_dim)
+    batch = _batch(config, lengths=(16000, 16000, 12000, 8000))
+    (loss, _), grads = step(
+        variables["params"], variables["batch_stats"], batch, jax.random.key(0), 0
+    )
+    assert np.isfinite(float(loss))
+    g = grads["image_encoder"]["cnn"]["conv_0"]["kernel"]
+    assert float(jnp.abs(g).max()) > 0
+    model = fastvgs.FaSTVGSPlus(config)
+    embedding = model.apply(variables, batch["image"], method=model.encode_image)
+    assert embedding.shape == (4, config.hidden_dim)
+    # Different pictures (every row is its own noise image), different embeddings.
+    assert float(jnp.abs(embedding[0] - embedding[1]).max()) > 1e-3
+    with pytest.raises(ValueError, match="cnn"):
+        vgs.ImageEncoder(config.image, config.hidden_dim).init(jax.random.key(0))
