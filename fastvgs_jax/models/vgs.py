@@ -219,7 +219,9 @@ class ImageEncoder(nn.Module):
             )
             x = layers.layer_norm(1e-12, "patch_norm")(x + positions).astype(self.dtype)
         else:
-            raise ValueError(f"unknown image encoder {c.kind!r}; expected 'regions', 'vit' or 'cnn'")
+            raise ValueError(
+                f"unknown image encoder {c.kind!r}; expected 'regions', 'vit' or 'cnn'"
+            )
         x = nn.Dropout(c.dropout)(x, deterministic=deterministic)
         cls = self.param("cls", layers.partitioned(layers.LINEAR_INIT, ("embed",)), (d,))
         x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (x.shape[0], 1, d)), x], 1)
