@@ -9,6 +9,7 @@
 The logic lives in ``fastvgs_jax.eval.evaluate``.
 """
 
+import logging
 import os
 import sys
 
@@ -33,6 +34,9 @@ _ABX_SEED = flags.DEFINE_integer("abx_seed", 0, "ABX group subsampling seed.")
 
 def main(argv) -> None:
     del argv
+    # Orbax and TFDS log every checkpoint write and dataset open at INFO through absl's
+    # logger; WARNING keeps the console for progress bars and our own log lines.
+    logging.getLogger("absl").setLevel(logging.WARNING)
     try:
         results = evaluate.evaluate_run(
             _WORKDIR.value,

@@ -7,6 +7,7 @@ Builds the corpus if absent, trains the nine models (finished ones are kept), ev
 them and writes results/<study>/table.md, results.json and plots/.
 """
 
+import logging
 import os
 
 import jax
@@ -25,6 +26,9 @@ _CONFIG = config_flags.DEFINE_config_file(
 
 def main(argv) -> None:
     del argv
+    # Orbax and TFDS log every checkpoint write and dataset open at INFO through absl's
+    # logger; WARNING keeps the console for progress bars and our own log lines.
+    logging.getLogger("absl").setLevel(logging.WARNING)
     settings = _CONFIG.value
     # Nine models share a handful of step and evaluation programs: compile each once, also
     # across reruns of the study.

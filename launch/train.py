@@ -9,6 +9,8 @@
 Builds the configured corpus first if it is missing. Running the same command again resumes.
 """
 
+import logging
+
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -35,6 +37,9 @@ _INIT_FROM = flags.DEFINE_string(
 
 def main(argv) -> None:
     del argv
+    # Orbax and TFDS log every checkpoint write and dataset open at INFO through absl's
+    # logger; WARNING keeps the console for progress bars and our own log lines.
+    logging.getLogger("absl").setLevel(logging.WARNING)
     config = _CONFIG.value
     loop.prepare(config)  # validate before building data or writing anything
     build.ensure_built(config.data.data_dir, config.data.preset, seed=config.data.corpus_seed)
