@@ -9,7 +9,6 @@
 The logic lives in ``fastvgs_jax.eval.evaluate``.
 """
 
-import logging
 import os
 import sys
 
@@ -17,6 +16,7 @@ from absl import app, flags
 
 from fastvgs_jax.data.sources import CorpusError
 from fastvgs_jax.eval import evaluate
+from fastvgs_jax.train import reporting
 from fastvgs_jax.train.snapshots import SnapshotError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's directory.", required=True)
@@ -34,9 +34,7 @@ _ABX_SEED = flags.DEFINE_integer("abx_seed", 0, "ABX group subsampling seed.")
 
 def main(argv) -> None:
     del argv
-    # Orbax and TFDS log every checkpoint write and dataset open at INFO through absl's
-    # logger; WARNING keeps the console for progress bars and our own log lines.
-    logging.getLogger("absl").setLevel(logging.WARNING)
+    reporting.quiet_library_logs()
     try:
         results = evaluate.evaluate_run(
             _WORKDIR.value,

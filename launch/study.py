@@ -7,7 +7,6 @@ Builds the corpus if absent, trains the nine models (finished ones are kept), ev
 them and writes results/<study>/table.md, results.json and plots/.
 """
 
-import logging
 import os
 
 import jax
@@ -15,6 +14,7 @@ from absl import app
 from ml_collections import config_flags
 
 from fastvgs_jax import study
+from fastvgs_jax.train import reporting
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
@@ -26,9 +26,7 @@ _CONFIG = config_flags.DEFINE_config_file(
 
 def main(argv) -> None:
     del argv
-    # Orbax and TFDS log every checkpoint write and dataset open at INFO through absl's
-    # logger; WARNING keeps the console for progress bars and our own log lines.
-    logging.getLogger("absl").setLevel(logging.WARNING)
+    reporting.quiet_library_logs()
     settings = _CONFIG.value
     # Nine models share a handful of step and evaluation programs: compile each once, also
     # across reruns of the study.

@@ -9,14 +9,12 @@
 Builds the configured corpus first if it is missing. Running the same command again resumes.
 """
 
-import logging
-
 from absl import app, flags
 from ml_collections import config_flags
 
 from fastvgs_jax.data import build
 from fastvgs_jax.eval import evaluate
-from fastvgs_jax.train import loop
+from fastvgs_jax.train import loop, reporting
 from fastvgs_jax.train.step import state_digest
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Run config file.", lock_config=True)
@@ -37,9 +35,7 @@ _INIT_FROM = flags.DEFINE_string(
 
 def main(argv) -> None:
     del argv
-    # Orbax and TFDS log every checkpoint write and dataset open at INFO through absl's
-    # logger; WARNING keeps the console for progress bars and our own log lines.
-    logging.getLogger("absl").setLevel(logging.WARNING)
+    reporting.quiet_library_logs()
     config = _CONFIG.value
     loop.prepare(config)  # validate before building data or writing anything
     build.ensure_built(config.data.data_dir, config.data.preset, seed=config.data.corpus_seed)

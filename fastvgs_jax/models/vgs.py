@@ -122,8 +122,8 @@ class AudioPooler(nn.Module):
 class ConvImageTower(nn.Module):
     """Pixels → embedding with strided 3×3 convs (LayerNorm, GELU), a global mean and a Linear.
 
-    No transformer: on a CPU demo trained from scratch it leaves chance within a few dozen
-    steps, where a from-scratch ViT kept the coarse loss at chance (README "The study").
+    No transformer: on a CPU demo trained from scratch it leaves chance within ~100 steps,
+    where a from-scratch ViT kept the coarse loss at chance (README "The study").
     """
 
     widths: tuple[int, ...]

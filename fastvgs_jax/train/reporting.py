@@ -4,6 +4,7 @@ event files in the workdir, and a console progress bar with ETA per phase."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Mapping
@@ -12,6 +13,13 @@ import jax
 import tqdm
 
 from fastvgs_jax.train.tensorboard import EventWriter
+
+
+def quiet_library_logs() -> None:
+    """Orbax and TFDS log every checkpoint write and dataset open at INFO through absl's
+    logger; WARNING keeps the console for progress bars and our own log lines."""
+    logging.getLogger("absl").setLevel(logging.WARNING)
+
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
