@@ -90,6 +90,16 @@ def test_study_learning_rates_are_set_per_objective_phase():
     assert [(p.name, p.learning_rate) for p in phases] == [("w2v2", 1e-3), ("vgs", 2e-4)]
 
 
+def test_vgsplus_alpha_sets_only_the_joint_phases_coarse_weight():
+    settings = configs.study.get_config("quick")
+    settings.vgsplus_alpha = 0.25
+    phases = study.model_config(settings, "vgsplus_vgs", 0).phases
+    assert [(p.alpha.start, p.alpha.end) for p in phases] == [(0.25, 0.25), (1.0, 1.0)]
+    settings.vgsplus_alpha = 1.0  # would silently turn VGS+ into VGS
+    with pytest.raises(ValueError, match="vgsplus_alpha"):
+        study.model_config(settings, "vgsplus", 0)
+
+
 def test_remaining_steps_count_each_shared_first_phase_once(tmp_path):
     settings = configs.study.get_config("quick")
     settings.out, settings.steps = str(tmp_path), 100
