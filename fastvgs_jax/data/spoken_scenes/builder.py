@@ -49,7 +49,7 @@ class SpokenScenes(tfds.core.GeneratorBasedBuilder):
         "1.3.0": "`small` made easier (1-2 objects, 6 shapes x 6 colours, no patterns, repeats "
         "or near-duplicates) so that the CPU demo's VGS leaves chance.",
         "1.4.0": "`small` captions spoken by 52 training voices instead of 24 (every voice "
-        "variant in use): the demo's grounding transferred poorly to the held-out voices.",
+        "variant in use).",
     }
     BUILDER_CONFIGS = [builder_config(name) for name in corpus.PRESETS]
 

@@ -113,8 +113,7 @@ PRESETS: dict[str, CorpusSettings] = {
     # The CPU demo's corpus: easy enough that a 2 M-parameter model trained from scratch for a
     # few hundred steps leaves retrieval chance (the defaults kept it at chance for 600 steps):
     # one or two objects, no near-duplicates or repeats, 6 shapes × 6 colours, no patterns.
-    # Every voice variant in use (52 + 6 + 10 = 68): with 24 training voices, retrieval on
-    # the held-out voices of the test split stayed far below that on training voices.
+    # Every voice variant in use (52 + 6 + 10 = 68): the most speaker variety for training.
     "small": CorpusSettings(
         num_train_speakers=52,
         max_objects=2,
