@@ -33,7 +33,7 @@ from configs import study as study_configs  # noqa: E402
 from fastvgs_jax import study  # noqa: E402
 from fastvgs_jax.data import build, pipelines  # noqa: E402
 from fastvgs_jax.models import fastvgs, speech  # noqa: E402
-from fastvgs_jax.train import objectives  # noqa: E402
+from fastvgs_jax.train import objectives, reporting  # noqa: E402
 
 flags.DEFINE_enum("preset", "demo", study_configs.PRESETS, "Study preset whose VGS+ to measure.")
 flags.DEFINE_integer("batches", 4, "Training batches to average over.")
@@ -47,6 +47,7 @@ def _tree_dot(a, b) -> float:
 
 
 def main(_):
+    reporting.quiet_library_logs()
     settings = study_configs.get_config(FLAGS.preset)
     config = study.model_config(settings, "vgsplus", FLAGS.seed)
     geometry = speech.frame_geometry(config.model)  # as the trainer sets it
