@@ -32,8 +32,8 @@ sys.path.insert(0, ROOT)
 from configs import study as study_configs  # noqa: E402
 from fastvgs_jax import study  # noqa: E402
 from fastvgs_jax.data import build, pipelines  # noqa: E402
-from fastvgs_jax.models import fastvgs, speech  # noqa: E402
-from fastvgs_jax.train import objectives, reporting  # noqa: E402
+from fastvgs_jax.models import fastvgs  # noqa: E402
+from fastvgs_jax.train import loop, objectives, reporting  # noqa: E402
 
 flags.DEFINE_enum("preset", "demo", study_configs.PRESETS, "Study preset whose VGS+ to measure.")
 flags.DEFINE_integer("batches", 4, "Training batches to average over.")
@@ -50,8 +50,7 @@ def main(_):
     reporting.quiet_library_logs()
     settings = study_configs.get_config(FLAGS.preset)
     config = study.model_config(settings, "vgsplus", FLAGS.seed)
-    geometry = speech.frame_geometry(config.model)  # as the trainer sets it
-    config.data.frame_kernels, config.data.frame_strides = geometry.kernels, geometry.strides
+    loop.prepare(config)  # validated, data frames aligned with the model, as the trainer does
     build.ensure_built(config.data.data_dir, config.data.preset, seed=config.data.corpus_seed)
     model = fastvgs.FaSTVGSPlus(config.model)
     variables = fastvgs.init_variables(config.model, jax.random.key(FLAGS.seed))

@@ -103,12 +103,12 @@ def model_config(
     config.phases = run_config.study_phases(model, int(settings.steps))
     rates = settings.get("learning_rates")
     joint_alpha = settings.get("vgsplus_alpha")
+    if joint_alpha is not None and not 0.0 < joint_alpha < 1.0:
+        raise ValueError(f"vgsplus_alpha={joint_alpha}: VGS+ needs 0 < α < 1")
     for p in config.phases:
         if rates is not None and rates.get(p.name) is not None:
             p.learning_rate = float(rates[p.name])  # per objective: the phase is named for it
         if p.name == "vgsplus" and joint_alpha is not None:
-            if not 0.0 < joint_alpha < 1.0:
-                raise ValueError(f"vgsplus_alpha={joint_alpha}: VGS+ needs 0 < α < 1")
             p.alpha.start = p.alpha.end = float(joint_alpha)
     share = settings.get("temperature_anneal_share")
     if share:  # the Gumbel temperature reaches its floor at this share of the step budget
