@@ -75,6 +75,7 @@ def model_config(size: str = "base") -> ml_collections.ConfigDict:
 
     # VGS audio pooling (ResDAVEnet-style), on layer `vgs_layer`.
     c.audio_pool = ml_collections.ConfigDict()
+    c.audio_pool.kind = "resdavenet"  # or "mean": the masked frame mean and a Linear
     c.audio_pool.widths = (128, 256, 512, 768)  # stage widths (last = hidden_dim)
     c.audio_pool.blocks_per_stage = 2  # residual blocks per stage (first one strides by 2)
     c.audio_pool.kernel = 9  # conv width in time

@@ -18,7 +18,7 @@ import ml_collections
 import numpy as np
 
 from fastvgs_jax.models import layers, quantizer, speech
-from fastvgs_jax.models.vgs import AudioPooler, ImageEncoder
+from fastvgs_jax.models.vgs import AudioPooler, ImageEncoder, MeanAudioPooler
 
 
 class SslOutputs(NamedTuple):
@@ -77,7 +77,11 @@ class FaSTVGSPlus(nn.Module):
         self.context_projection = layers.dense(
             q.final_dim, ("embed", "final"), jnp.float32, "context_projection"
         )
-        self.audio_pooler = AudioPooler(c.audio_pool, self.dtype)
+        pooler = {"resdavenet": AudioPooler, "mean": MeanAudioPooler}
+        kind = c.audio_pool.get("kind", "resdavenet")
+        if kind not in pooler:
+            raise ValueError(f"audio_pool.kind={kind!r}; expected one of {sorted(pooler)}")
+        self.audio_pooler = pooler[kind](c.audio_pool, self.dtype)
         self.image_encoder = ImageEncoder(c.image, c.hidden_dim, self.dtype)
         if c.coarse.loss == "clip":
             self.log_scale = self.param(

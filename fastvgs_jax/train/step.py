@@ -35,7 +35,7 @@ def _state_builder(model: fastvgs.FaSTVGSPlus, tx: optax.GradientTransformation)
         return TrainState(
             step=jnp.zeros((), jnp.int32),
             params=variables["params"],
-            batch_stats=variables["batch_stats"],
+            batch_stats=variables.get("batch_stats", {}),
             opt_state=tx.init(variables["params"]),
             key=run_key,
             skipped=jnp.zeros((), jnp.int32),

@@ -275,3 +275,31 @@ def test_cnn_image_tower_trains_through_the_clip_loss():
     assert float(jnp.abs(embedding[0] - embedding[1]).max()) > 1e-3
     with pytest.raises(ValueError, match="cnn"):
         vgs.ImageEncoder(config.image, config.hidden_dim).init(jax.random.key(0))
+
+
+def test_mean_audio_pooler_is_a_linear_of_the_masked_frame_mean():
+    config = model_config("tiny")
+    config.audio_pool.kind = "mean"
+    config.image.kind = "cnn"
+    config.image.cnn_widths = (8, 16)
+    variables = fastvgs.init_variables(config, jax.random.key(0))
+    assert "batch_stats" not in variables  # no BatchNorm left in the model
+    assert sorted(variables["params"]["audio_pooler"]) == ["projection"]
+    model = fastvgs.FaSTVGSPlus(config)
+    batch = _batch(config, lengths=(16000, 8000, 8000, 8000))
+    embedding = model.apply(variables, batch["audio"], batch["frame_mask"], method="encode_audio")
+    hidden = model.apply(
+        variables, batch["audio"], batch["frame_mask"], config.vgs_layer, method="hidden_states"
+    ).hidden_states[config.vgs_layer][:, 1:]  # CLS removed
+    mask = np.asarray(batch["frame_mask"])[..., None]
+    mean = (np.asarray(hidden) * mask).sum(1) / mask.sum(1)
+    projection = variables["params"]["audio_pooler"]["projection"]
+    expected = mean @ np.asarray(projection["kernel"]) + np.asarray(projection["bias"])
+    np.testing.assert_allclose(np.asarray(embedding), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_unknown_audio_pool_kind_names_the_choices():
+    config = model_config("tiny")
+    config.audio_pool.kind = "max"
+    with pytest.raises(ValueError, match=r"audio_pool.kind='max'.*mean.*resdavenet"):
+        fastvgs.init_variables(config, jax.random.key(0))

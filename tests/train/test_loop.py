@@ -153,3 +153,22 @@ def test_bad_config_fails_before_anything_is_written(tiny_data_dir, tmp_path):
     with pytest.raises(ValueError, match="steps must be positive"):
         loop.train(config, str(tmp_path / "never"))
     assert not (tmp_path / "never").exists()
+
+
+def test_a_model_without_batch_norm_trains_resumes_and_evaluates(tiny_data_dir, tmp_path):
+    """The demo's mean pooler + conv image tower leave no batch_stats: snapshots still work."""
+    from fastvgs_jax.eval import evaluate
+
+    config = tiny_run_config(tiny_data_dir, objectives="vgs", steps=4)
+    config.model.audio_pool.kind = "mean"
+    config.model.image.kind = "cnn"
+    config.model.image.cnn_widths = (8, 16)
+    config.model.coarse.loss = "clip"
+    config.snapshot_every = 2
+    workdir = tmp_path / "run"
+    first = loop.train(config, str(workdir))
+    assert first.batch_stats == {}
+    again = loop.train(config, str(workdir))  # finished: restores the last snapshot
+    assert state_digest(again) == state_digest(first)
+    results = evaluate.evaluate_run(str(workdir), tasks=("retrieval",), progress=False)
+    assert results["retrieval"]["num_images"] == 4
