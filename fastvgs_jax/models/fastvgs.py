@@ -17,8 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from fastvgs_jax.models import layers, quantizer, speech
-from fastvgs_jax.models.vgs import AudioPooler, ImageEncoder, MeanAudioPooler
+from fastvgs_jax.models import layers, quantizer, speech, vgs
 
 
 class SslOutputs(NamedTuple):
@@ -77,12 +76,12 @@ class FaSTVGSPlus(nn.Module):
         self.context_projection = layers.dense(
             q.final_dim, ("embed", "final"), jnp.float32, "context_projection"
         )
-        pooler = {"resdavenet": AudioPooler, "mean": MeanAudioPooler}
+        pooler = {"resdavenet": vgs.AudioPooler, "mean": vgs.MeanAudioPooler}
         kind = c.audio_pool.get("kind", "resdavenet")
         if kind not in pooler:
             raise ValueError(f"audio_pool.kind={kind!r}; expected one of {sorted(pooler)}")
         self.audio_pooler = pooler[kind](c.audio_pool, self.dtype)
-        self.image_encoder = ImageEncoder(c.image, c.hidden_dim, self.dtype)
+        self.image_encoder = vgs.ImageEncoder(c.image, c.hidden_dim, self.dtype)
         if c.coarse.loss == "clip":
             self.log_scale = self.param(
                 "log_scale", nn.initializers.constant(c.coarse.init_log_scale), ()
@@ -143,12 +142,9 @@ class FaSTVGSPlus(nn.Module):
         hidden = encoded.hidden_states[self.config.vgs_layer]
         frames = speech.frames_of(hidden, encoded.has_cls)
         # Without a learned CLS (e.g. an imported plain wav2vec2) the mean frame stands in.
-        if encoded.has_cls:
-            cls = hidden[:, 0]
-        else:
-            weight = encoded.frame_mask[..., None].astype(hidden.dtype)
-            cls = jnp.sum(frames * weight, 1) / jnp.maximum(jnp.sum(weight, 1), 1.0)
-        return self.audio_pooler(frames, cls, encoded.frame_mask, deterministic)
+        mask = encoded.frame_mask
+        cls = hidden[:, 0] if encoded.has_cls else vgs.masked_frame_mean(frames, mask)
+        return self.audio_pooler(frames, cls, mask, deterministic)
 
     def encode_image(self, image=None, regions=None, boxes=None) -> jax.Array:
         """[batch, embed] image embedding, evaluation mode."""

@@ -52,6 +52,13 @@ def downsampled_mask(mask: jax.Array) -> jax.Array:
     return mask[:, ::2]
 
 
+def masked_frame_mean(frames: jax.Array, frame_mask: jax.Array) -> jax.Array:
+    """[batch, frames, dim], [batch, frames] bool → [batch, dim], the mean of the real frames
+    (zero for a row without any)."""
+    weight = frame_mask[..., None].astype(frames.dtype)
+    return jnp.sum(frames * weight, 1) / jnp.maximum(jnp.sum(weight, 1), 1.0)
+
+
 class ResidualBlock(nn.Module):
     """Two kernel-k convs over time with BatchNorm; a 1×1 conv shortcut when the shape changes."""
 
@@ -136,10 +143,7 @@ class MeanAudioPooler(nn.Module):
     ) -> jax.Array:
         """frames: [batch, frames, embed], frame_mask [batch, frames] → [batch, embed]."""
         del cls, deterministic
-        weight = frame_mask[..., None].astype(jnp.float32)
-        mean = jnp.sum(frames.astype(jnp.float32) * weight, 1) / jnp.maximum(
-            jnp.sum(weight, 1), 1.0
-        )
+        mean = masked_frame_mean(frames.astype(jnp.float32), frame_mask)
         return layers.dense(frames.shape[-1], ("embed", "embed_out"), self.dtype, "projection")(
             mean.astype(self.dtype)
         )
