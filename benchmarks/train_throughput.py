@@ -103,7 +103,7 @@ def _run_child(name: str) -> dict:
     with jax.set_mesh(mesh):
         for _ in range(FLAGS.steps + 1):
             start = time.perf_counter()
-            state, metrics = step(state, batch, 0.5, 0.5, 1e-4)
+            state, metrics = step(state, batch, 0.5, 0.5, 1e-4, 1e-4)
             jax.block_until_ready((state, metrics))
             times.append(time.perf_counter() - start)
     steady = statistics.median(times[1:])

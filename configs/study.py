@@ -39,6 +39,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             for n in ("w2v2", "vgs", "vgsplus")
         }
     )
+    # Per objective phase: the VGS branch's lr (image tower, audio pooler, CLIP scale) as a
+    # share of the phase's lr (None: 1). α scales only the gradient, which Adam normalises
+    # away on parameters that nothing but the coarse loss reaches.
+    s.vgs_branch_lr_scales = ml_collections.ConfigDict(
+        {
+            n: ml_collections.FieldReference(None, field_type=float)
+            for n in ("w2v2", "vgs", "vgsplus")
+        }
+    )
     # VGS+'s coarse weight α (SSL gets 1 − α; the paper: 0.5). With the CLIP loss below, the
     # coarse gradient on the shared speech encoder is ~9× the SSL one at init (13.5 vs 1.5,
     # measured), so at 0.5 Adam's shared updates follow the coarse loss alone and SSL never

@@ -102,12 +102,15 @@ def model_config(
     config.data.seed = seed
     config.phases = run_config.study_phases(model, int(settings.steps))
     rates = settings.get("learning_rates")
+    branch_scales = settings.get("vgs_branch_lr_scales")
     joint_alpha = settings.get("vgsplus_alpha")
     if joint_alpha is not None and not 0.0 < joint_alpha < 1.0:
         raise ValueError(f"vgsplus_alpha={joint_alpha}: VGS+ needs 0 < α < 1")
     for p in config.phases:
         if rates is not None and rates.get(p.name) is not None:
             p.learning_rate = float(rates[p.name])  # per objective: the phase is named for it
+        if branch_scales is not None and branch_scales.get(p.name) is not None:
+            p.vgs_branch_lr_scale = float(branch_scales[p.name])
         if p.name == "vgsplus" and joint_alpha is not None:
             p.alpha.start = p.alpha.end = float(joint_alpha)
     share = settings.get("temperature_anneal_share")

@@ -90,6 +90,13 @@ def test_study_learning_rates_are_set_per_objective_phase():
     assert [(p.name, p.learning_rate) for p in phases] == [("w2v2", 1e-3), ("vgs", 2e-4)]
 
 
+def test_study_vgs_branch_lr_scales_are_set_per_objective_phase():
+    settings = configs.study.get_config("quick")
+    settings.vgs_branch_lr_scales.vgsplus = 0.3
+    phases = study.model_config(settings, "vgsplus_vgs", 0).phases
+    assert [(p.name, p.vgs_branch_lr_scale) for p in phases] == [("vgsplus", 0.3), ("vgs", 1.0)]
+
+
 def test_vgsplus_alpha_sets_only_the_joint_phases_coarse_weight():
     settings = configs.study.get_config("quick")
     settings.vgsplus_alpha = 0.25

@@ -56,6 +56,12 @@ def check_model_config(config: ml_collections.ConfigDict) -> None:
     speech.frame_geometry(config)  # validates the frontend name
 
 
+# Top-level parameter subtrees that only the coarse (VGS) loss trains: the image tower, the
+# audio pooler and the CLIP scale. Adam normalises each parameter's update by its own
+# gradient scale, so a loss weight cannot slow them; ``vgs_branch_lr_scale`` can.
+VGS_BRANCH = ("audio_pooler", "image_encoder", "log_scale")
+
+
 class FaSTVGSPlus(nn.Module):
     """The model of the study (FaST-VGS+ without the fine cross-encoder, as the study drops it)."""
 

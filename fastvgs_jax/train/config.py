@@ -37,6 +37,10 @@ def phase(
     p.weights = None  # (coarse, caption SSL, audio-only SSL) replaces α when set (FaST-VGS+)
     # This phase's peak lr (None: optimizer.learning_rate); its warm-up/decay shape is shared.
     p.learning_rate = ml_collections.FieldReference(None, field_type=float)
+    # The lr of the VGS branch (image tower, audio pooler, CLIP scale: fastvgs.VGS_BRANCH) as
+    # a share of the phase lr. α cannot slow those parameters (only the coarse loss reaches
+    # them, and Adam's update is scale-free); 0 freezes them.
+    p.vgs_branch_lr_scale = 1.0
     p.reset_optimizer = reset_optimizer  # fresh optimiser state + lr schedule at the start
     # Batch kinds and their shares; VGS needs audio_image; SSL can use either.
     p.mix = ml_collections.ConfigDict(mix or {"audio_image": 1.0})

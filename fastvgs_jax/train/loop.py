@@ -206,8 +206,11 @@ def train(
                     in_phase = global_step - phase_start
                     coarse_w, ssl_w = phase.loss_weights(in_phase, kind)
                     lr = float(schedule(global_step - schedule_starts[phase_index]))
+                    branch_lr = lr * phase.vgs_branch_lr_scale
                     device_batch = _device_batch(batch, mesh)
-                    state, metrics = steps[kind](state, device_batch, coarse_w, ssl_w, lr)
+                    state, metrics = steps[kind](
+                        state, device_batch, coarse_w, ssl_w, lr, branch_lr
+                    )
                     if not bool(metrics["finite"]):
                         _non_finite(config, global_step, phase.name, metrics)
                     done = int(state.step)
@@ -219,6 +222,7 @@ def train(
                             coarse_weight=coarse_w,
                             ssl_weight=ssl_w,
                             lr=lr,
+                            branch_lr=branch_lr,
                             skipped=int(state.skipped),
                         )
                         reporter.write(done, phase.name, line)

@@ -30,6 +30,7 @@ class Phase:
     weights: tuple[float, float, float] | None = None
     reset_optimizer: bool = True  # fresh optimiser state and lr schedule at the phase start
     learning_rate: float | None = None  # this phase's peak lr (None: optimizer.learning_rate)
+    vgs_branch_lr_scale: float = 1.0  # lr share of the parameters only the coarse loss trains
     mix: tuple[tuple[str, float], ...] = (("audio_image", 1.0),)  # batch kinds and shares
 
     def alpha(self, step_in_phase: int) -> float:
@@ -120,6 +121,7 @@ def phases_from_config(
             weights=weights,
             reset_optimizer=bool(p.reset_optimizer),
             learning_rate=(float(p.learning_rate) if p.get("learning_rate") is not None else None),
+            vgs_branch_lr_scale=float(p.get("vgs_branch_lr_scale", 1.0)),
             mix=mix,
         )
         _validate(phase, where)
@@ -133,6 +135,10 @@ def phases_from_config(
 def _validate(phase: Phase, where: str) -> None:
     if phase.learning_rate is not None and not phase.learning_rate > 0:
         raise ValueError(f"{where}: learning_rate must be positive, got {phase.learning_rate}")
+    if not 0.0 <= phase.vgs_branch_lr_scale < float("inf"):
+        raise ValueError(
+            f"{where}: vgs_branch_lr_scale must be finite and ≥ 0, got {phase.vgs_branch_lr_scale}"
+        )
     if phase.steps <= 0:
         raise ValueError(f"{where}: steps must be positive, got {phase.steps}")
     if phase.alpha_kind not in ALPHA_KINDS:

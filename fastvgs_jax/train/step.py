@@ -78,16 +78,18 @@ def make_train_step(
     vgs: bool,
     skip_nonfinite: bool = False,
 ):
-    """``step(state, batch, coarse_weight, ssl_weight, lr) -> (state, metrics)`` (not jitted).
+    """``step(state, batch, coarse_weight, ssl_weight, lr, branch_lr) -> (state, metrics)``
+    (not jitted).
 
-    ``tx`` gives the update direction; the step scales it by ``-lr``. The loss weights and
-    ``lr`` are traced scalars, so α and learning-rate schedules never recompile; ``ssl``/``vgs``
+    ``tx`` gives the update direction; the step scales it by ``-branch_lr`` on the VGS
+    branch (``fastvgs.VGS_BRANCH``) and by ``-lr`` everywhere else. The loss weights and
+    the rates are traced scalars, so α and learning-rate schedules never recompile; ``ssl``/``vgs``
     are static (which heads run). A non-finite loss or gradient norm leaves the state
     unchanged (the caller stops the run, or counts the skip when ``skip_nonfinite``), so a
     bad state never exists to be saved.
     """
 
-    def step(state: TrainState, batch: dict, coarse_weight, ssl_weight, lr):
+    def step(state: TrainState, batch: dict, coarse_weight, ssl_weight, lr, branch_lr):
         key = jax.random.fold_in(state.key, state.step)
 
         def loss_fn(params):
@@ -109,7 +111,7 @@ def make_train_step(
         )
         grad_norm = optax.tree.norm(grads)
         direction, opt_state = tx.update(grads, state.opt_state, state.params)
-        updates = jax.tree.map(lambda d: (-lr * d).astype(d.dtype), direction)
+        updates = scale_updates(direction, lr, branch_lr)
         params = optax.apply_updates(state.params, updates)
         update_norm = optax.tree.norm(updates)
         # An update can overflow even when the loss and gradient are finite (a huge lr).
@@ -128,6 +130,17 @@ def make_train_step(
         return new_state, metrics
 
     return step
+
+
+def scale_updates(direction, lr, branch_lr):
+    """``-rate · direction`` per parameter: ``branch_lr`` under the top-level subtrees of
+    ``fastvgs.VGS_BRANCH``, ``lr`` elsewhere (scalars, traced or not)."""
+
+    def scale(path, d):
+        rate = branch_lr if path[0].key in fastvgs.VGS_BRANCH else lr
+        return (-rate * d).astype(d.dtype)
+
+    return jax.tree_util.tree_map_with_path(scale, direction)
 
 
 def state_digest(state: TrainState) -> str:

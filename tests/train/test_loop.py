@@ -172,3 +172,20 @@ def test_a_model_without_batch_norm_trains_resumes_and_evaluates(tiny_data_dir, 
     assert state_digest(again) == state_digest(first)
     results = evaluate.evaluate_run(str(workdir), tasks=("retrieval",), progress=False)
     assert results["retrieval"]["num_images"] == 4
+
+
+def test_a_zero_vgs_branch_lr_freezes_exactly_the_vgs_branch(tiny_data_dir, tmp_path):
+    """α can't slow the branch (Adam is scale-free), its lr share can: at 0 nothing moves."""
+    from fastvgs_jax.models import fastvgs
+
+    config = tiny_run_config(tiny_data_dir, objectives="vgs", steps=3)
+    config.phases[0].vgs_branch_lr_scale = 0.0
+    config.snapshot_every = 100
+    start = loop.train(config, str(tmp_path / "start"), stop_after=0)
+    start_params = jax.device_get(start.params)
+    end = jax.device_get(loop.train(config, str(tmp_path / "run")).params)
+    for name in end:
+        same = jax.tree.leaves(jax.tree.map(np.array_equal, end[name], start_params[name]))
+        assert all(same) == (name in fastvgs.VGS_BRANCH), name
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["branch_lr"] for x in lines] == [0.0] * 3 and lines[1]["lr"] > 0

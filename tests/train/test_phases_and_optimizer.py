@@ -53,6 +53,7 @@ def test_alpha_schedules():
         (lambda p: setattr(p, "mix", {"audio_only": 1.0}), "needs audio-image data"),
         (lambda p: setattr(p, "mix", {"captions": 1.0}), "unknown mix streams"),
         (lambda p: setattr(p, "learning_rate", 0.0), "learning_rate must be positive"),
+        (lambda p: setattr(p, "vgs_branch_lr_scale", -0.5), "vgs_branch_lr_scale"),
     ],
 )
 def test_bad_phases_are_clear_errors(edit, message):
@@ -76,6 +77,26 @@ def test_a_phase_learning_rate_replaces_the_peak_lr_of_its_schedule():
         rates.append(max(float(schedule(i)) for i in range(10)))
     assert rates == pytest.approx([config.optimizer.learning_rate, 3e-5])
     assert config.optimizer.learning_rate != 3e-5  # the run's section is left as it was
+
+
+def test_vgs_branch_updates_take_the_branch_lr_and_the_rest_the_phase_lr():
+    import jax.numpy as jnp
+
+    from fastvgs_jax.train.step import scale_updates
+
+    direction = {
+        "speech_encoder": {"w": jnp.array([1.0, -2.0])},
+        "audio_pooler": {"w": jnp.array([4.0])},
+        "image_encoder": {"conv": {"w": jnp.array([-1.0])}},
+        "log_scale": jnp.array(2.0),
+        "quantizer": {"w": jnp.array([3.0])},
+    }
+    out = scale_updates(direction, 0.5, 0.1)
+    assert out["speech_encoder"]["w"].tolist() == [-0.5, 1.0]
+    assert out["quantizer"]["w"].tolist() == [-1.5]
+    assert out["audio_pooler"]["w"].tolist() == pytest.approx([-0.4])
+    assert out["image_encoder"]["conv"]["w"].tolist() == pytest.approx([0.1])
+    assert float(out["log_scale"]) == pytest.approx(-0.2)
 
 
 def test_a_kept_optimizer_shares_one_schedule_across_phases():

@@ -38,8 +38,8 @@ def _one_step(config, batch, mesh_shape):
         config.model.to_json(), config.precision, direction, True, True, False, mesh, "threefry2x32"
     )
     with jax.set_mesh(mesh):
-        state, metrics = step(state, loop._device_batch(batch, mesh), 0.5, 0.5, 1e-3)
-        state, metrics = step(state, loop._device_batch(batch, mesh), 0.5, 0.5, 1e-3)
+        state, metrics = step(state, loop._device_batch(batch, mesh), 0.5, 0.5, 1e-3, 1e-3)
+        state, metrics = step(state, loop._device_batch(batch, mesh), 0.5, 0.5, 1e-3, 1e-3)
     return state, jax.device_get(metrics)
 
 
