@@ -76,6 +76,10 @@ def model_config(size: str = "base") -> ml_collections.ConfigDict:
     # VGS audio pooling (ResDAVEnet-style), on layer `vgs_layer`.
     c.audio_pool = ml_collections.ConfigDict()
     c.audio_pool.kind = "resdavenet"  # or "mean": the masked frame mean and a Linear
+    # Pool only the frames the SSL span mask left intact (masked ones count as padding). The
+    # paper pools them all: its one masked pass feeds VGS too, so in training ~half of what
+    # the pooler sees is the mask vector, which it never sees at inference.
+    c.audio_pool.skip_masked = False
     c.audio_pool.widths = (128, 256, 512, 768)  # stage widths (last = hidden_dim)
     c.audio_pool.blocks_per_stage = 2  # residual blocks per stage (first one strides by 2)
     c.audio_pool.kernel = 9  # conv width in time

@@ -139,16 +139,27 @@ class FaSTVGSPlus(nn.Module):
             )
         audio_embedding = image_embedding = None
         if vgs:
-            audio_embedding = self.pool_audio(encoded, deterministic)
+            audio_embedding = self.pool_audio(encoded, deterministic, mask_positions)
             image_embedding = self.image_encoder(image, regions, boxes, deterministic=deterministic)
         return ModelOutputs(encoded, ssl_out, audio_embedding, image_embedding)
 
-    def pool_audio(self, encoded: speech.EncoderOutput, deterministic: bool = True) -> jax.Array:
-        """[batch, embed] audio embedding from the encoder's layer ``vgs_layer``."""
+    def pool_audio(
+        self,
+        encoded: speech.EncoderOutput,
+        deterministic: bool = True,
+        mask_positions: jax.Array | None = None,
+    ) -> jax.Array:
+        """[batch, embed] audio embedding from the encoder's layer ``vgs_layer``.
+
+        mask_positions: [batch, frames] bool, the SSL span mask of this pass; with
+        ``audio_pool.skip_masked`` those frames are left out like padding.
+        """
         hidden = encoded.hidden_states[self.config.vgs_layer]
         frames = speech.frames_of(hidden, encoded.has_cls)
-        # Without a learned CLS (e.g. an imported plain wav2vec2) the mean frame stands in.
         mask = encoded.frame_mask
+        if mask_positions is not None and self.config.audio_pool.get("skip_masked", False):
+            mask = mask & ~mask_positions
+        # Without a learned CLS (e.g. an imported plain wav2vec2) the mean frame stands in.
         cls = hidden[:, 0] if encoded.has_cls else vgs.masked_frame_mean(frames, mask)
         return self.audio_pooler(frames, cls, mask, deterministic)
 

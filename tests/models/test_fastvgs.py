@@ -298,6 +298,32 @@ def test_mean_audio_pooler_is_a_linear_of_the_masked_frame_mean():
     np.testing.assert_allclose(np.asarray(embedding), expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("skip_masked", [True, False])
+def test_skip_masked_pools_only_the_frames_the_span_mask_left(skip_masked):
+    config = model_config("tiny")
+    config.audio_pool.kind, config.audio_pool.skip_masked = "mean", skip_masked
+    config.image.kind, config.image.cnn_widths = "cnn", (8, 16)
+    variables = fastvgs.init_variables(config, jax.random.key(0))
+    batch = _batch(config, lengths=(16000, 12000, 16000, 8000))
+    frame_mask = np.asarray(batch["frame_mask"])
+    masked = np.zeros_like(frame_mask)
+    masked[:, 3:20] = True  # a span inside every row's real frames
+    out = fastvgs.FaSTVGSPlus(config).apply(
+        variables,
+        batch["audio"],
+        batch["frame_mask"],
+        batch["image"],
+        mask_positions=jnp.asarray(masked),
+        ssl=False,
+    )
+    hidden = np.asarray(out.encoder.hidden_states[config.vgs_layer][:, 1:])  # CLS removed
+    pooled = (frame_mask & ~masked if skip_masked else frame_mask)[..., None]
+    mean = (hidden * pooled).sum(1) / pooled.sum(1)
+    projection = variables["params"]["audio_pooler"]["projection"]
+    expected = mean @ np.asarray(projection["kernel"]) + np.asarray(projection["bias"])
+    np.testing.assert_allclose(np.asarray(out.audio_embedding), expected, rtol=1e-5, atol=1e-5)
+
+
 def test_unknown_audio_pool_kind_names_the_choices():
     config = model_config("tiny")
     config.audio_pool.kind = "max"
