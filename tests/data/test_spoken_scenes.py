@@ -552,3 +552,40 @@ def test_generate_split_bytes_do_not_depend_on_the_worker_count(engine, monkeypa
     speech = ("audio", "phone_ids", "phone_starts", "phone_ends")
     assert digests(one, without=speech) == digests(two, without=speech)
     assert digests(one) == digests(two)
+
+
+def test_channel_scales_each_frequency_by_its_log_gain_curve():
+    from fastvgs_jax.data.spoken_scenes.speech import apply_channel
+
+    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE  # 1 s: every integer Hz is an exact FFT bin
+    channel = ((6.0, 0.5, 0.0),)  # 6 · cos(π · log2 f) dB: +6 at 256 Hz, −6 at 512, 0 at 362
+    for hz, expected_db in ((256, 6.0), (512, -6.0), (362, 6.0 * np.cos(np.pi * np.log2(362)))):
+        tone = np.sin(2 * np.pi * hz * t)
+        out = apply_channel(tone, channel)
+        gain_db = 20 * np.log10(np.sqrt(np.mean(out**2)) / np.sqrt(np.mean(tone**2)))
+        assert gain_db == pytest.approx(expected_db, abs=1e-6), hz
+    assert apply_channel(t, ()) is t
+
+
+def test_recording_conditions_keep_a_corpus_without_them_unchanged(engine, speaker):
+    """The channel draws come after the others: channel_db = 0 keeps every variation (and so
+    the bytes of corpora built before the option); > 0 changes only the channel."""
+    plain = Variation.sample(np.random.default_rng(3))
+    assert Variation.sample(np.random.default_rng(3), (30.0, 45.0), 0.0) == plain
+    with_channel = Variation.sample(np.random.default_rng(3), (30.0, 45.0), 10.0)
+    assert dataclasses.replace(with_channel, channel=()) == plain
+    assert len(with_channel.channel) == 3
+    assert sum(abs(a) for a, _, _ in with_channel.channel) <= 10.0
+    engine.reset()  # as the builder does before every task
+    a = synthesize_utterance(engine, "a red star", speaker, plain, np.random.default_rng(0))
+    engine.reset()
+    b = synthesize_utterance(engine, "a red star", speaker, with_channel, np.random.default_rng(0))
+    assert len(a.audio) == len(b.audio) and not np.array_equal(a.audio, b.audio)
+
+
+@pytest.mark.parametrize(
+    "field, message", [({"snr_db": (30.0, 10.0)}, "snr_db"), ({"channel_db": -1.0}, "channel_db")]
+)
+def test_bad_recording_conditions_are_named(field, message):
+    with pytest.raises(ValueError, match=message):
+        corpus.CorpusSettings(**field)

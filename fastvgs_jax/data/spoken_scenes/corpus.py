@@ -57,6 +57,11 @@ class CorpusSettings:
     pool_max_clauses: int = 3  # pool sentences have 1..N clauses (longer than captions)
     abx_sentences: int = 40  # sentences read by every held-out speaker
     minimal_pair_rate: float = 0.5  # share of nouns drawn from minimal-pair families
+    # Recording conditions per utterance: white-noise SNR range (dB) and the peak gain (dB) of
+    # a random smooth channel EQ (0: none). Same-speaker tokens then differ by more than
+    # prosody, as in real recordings; features that ignore the channel gain on ABX.
+    snr_db: tuple[float, float] = (30.0, 45.0)
+    channel_db: float = 0.0
 
     def __post_init__(self):
         if self.captions_per_image < 1:
@@ -67,6 +72,10 @@ class CorpusSettings:
             raise ValueError(f"image_size must be >= 64, got {self.image_size}")
         if not 0.0 <= self.near_duplicate_fraction <= 1.0:
             raise ValueError("near_duplicate_fraction must be in [0, 1]")
+        if len(self.snr_db) != 2 or not self.snr_db[0] <= self.snr_db[1]:
+            raise ValueError(f"snr_db must be a (low, high) range in dB, got {self.snr_db}")
+        if not self.channel_db >= 0:
+            raise ValueError(f"channel_db must be >= 0, got {self.channel_db}")
         self.vocabulary()  # validates the vocabulary sizes
 
     def vocabulary(self) -> scenes_lib.SceneVocabulary:
@@ -153,6 +162,8 @@ class UtteranceTask:
     text: str
     speaker: Speaker
     seed: tuple[int, ...]  # seeds the variation and the noise
+    snr_db: tuple[float, float] = (30.0, 45.0)  # CorpusSettings' recording conditions
+    channel_db: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,6 +202,8 @@ def plan_split(settings: CorpusSettings, split: str) -> list[ImageTask] | list[U
                 ),
                 speaker=speakers["pool"][int(rng.integers(len(speakers["pool"])))],
                 seed=(settings.seed, _SPLIT_CODE[split], k),
+                snr_db=settings.snr_db,
+                channel_db=settings.channel_db,
             )
             for k in range(settings.pool_utterances)
         ]
@@ -206,6 +219,8 @@ def plan_split(settings: CorpusSettings, split: str) -> list[ImageTask] | list[U
                 text=text,
                 speaker=speaker,
                 seed=(settings.seed, _SPLIT_CODE[split], s, k),
+                snr_db=settings.snr_db,
+                channel_db=settings.channel_db,
             )
             for s, speaker in enumerate(speakers["heldout"])
             for k, text in enumerate(texts)
@@ -239,6 +254,8 @@ def _plan_images(settings, split, speakers) -> list[ImageTask]:
                 text=text,
                 speaker=voices[int(rng.integers(len(voices)))],
                 seed=(settings.seed, _SPLIT_CODE[split], k, c),
+                snr_db=settings.snr_db,
+                channel_db=settings.channel_db,
             )
             for c, (text, _) in enumerate(texts)
         )
@@ -266,7 +283,7 @@ def _speak(task: UtteranceTask) -> dict:
     from fastvgs_jax.data.spoken_scenes.speech import Variation, synthesize_utterance
 
     rng = np.random.default_rng(task.seed)
-    variation = Variation.sample(rng)
+    variation = Variation.sample(rng, task.snr_db, task.channel_db)
     utterance = synthesize_utterance(_WORKER["engine"], task.text, task.speaker, variation, rng)
     return {
         "utterance_id": task.utterance_id,

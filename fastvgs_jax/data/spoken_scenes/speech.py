@@ -46,17 +46,51 @@ class Variation:
     word_gap: int  # espeak units of 10 ms
     snr_db: float
     gain: float
+    # A smooth random channel: log-gain (dB) = Σ_k a_k cos(2π f_k · log2(Hz) + φ_k), [k, 3].
+    channel: tuple[tuple[float, float, float], ...] = ()
 
     @classmethod
-    def sample(cls, rng: np.random.Generator) -> Variation:
-        return cls(
+    def sample(
+        cls,
+        rng: np.random.Generator,
+        snr_db: tuple[float, float] = (30.0, 45.0),
+        channel_db: float = 0.0,
+    ) -> Variation:
+        """``channel_db`` > 0 adds a per-utterance channel (draws after the others, so a
+        corpus without one keeps its bytes)."""
+        variation = cls(
             rate_factor=float(rng.uniform(0.88, 1.12)),
             pitch_shift=int(rng.integers(-6, 7)),
             range_shift=int(rng.integers(-10, 11)),
             word_gap=int(rng.integers(0, 4)),
-            snr_db=float(rng.uniform(30.0, 45.0)),
+            snr_db=float(rng.uniform(*snr_db)),
             gain=float(rng.uniform(0.5, 0.9)),
         )
+        if channel_db <= 0:
+            return variation
+        channel = tuple(
+            (
+                float(rng.uniform(-channel_db, channel_db)) / _CHANNEL_TERMS,
+                float(rng.uniform(0.15, 0.6)),  # ripples per octave
+                float(rng.uniform(0.0, 2 * np.pi)),
+            )
+            for _ in range(_CHANNEL_TERMS)
+        )
+        return dataclasses.replace(variation, channel=channel)
+
+
+_CHANNEL_TERMS = 3
+
+
+def apply_channel(x: np.ndarray, channel: tuple[tuple[float, float, float], ...]) -> np.ndarray:
+    """[samples] → [samples] filtered by the channel's smooth log-gain curve (zero phase)."""
+    if not channel:
+        return x
+    spectrum = np.fft.rfft(x)
+    hz = np.maximum(np.fft.rfftfreq(len(x), 1.0 / SAMPLE_RATE), 50.0)
+    octaves = np.log2(hz)
+    gain_db = sum(a * np.cos(2 * np.pi * f * octaves + phase) for a, f, phase in channel)
+    return np.fft.irfft(spectrum * 10 ** (gain_db / 20), n=len(x))
 
 
 @functools.cache
@@ -126,6 +160,7 @@ def synthesize_utterance(
     x = x[start:end]
     bounds = np.clip(np.round(bounds - start), 0, end - start).astype(np.int64)
 
+    x = apply_channel(x, variation.channel)
     peak = np.max(np.abs(x)) + 1e-9
     x = x / peak * variation.gain * 32767.0
     noise_std = np.sqrt(np.mean(x**2)) * 10 ** (-variation.snr_db / 20)
