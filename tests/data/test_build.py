@@ -129,7 +129,8 @@ def test_dataset_info_records_version_settings_and_content_hash(tiny_data_dir):
     info = builder.info
     assert str(info.version) == builder_lib.VERSION
     settings = corpus.preset(PRESET)
-    assert dict(info.metadata["settings"]) == dataclasses.asdict(settings)
+    as_json = json.loads(json.dumps(dataclasses.asdict(settings)))  # tuples come back as lists
+    assert dict(info.metadata["settings"]) == as_json
     assert info.metadata["preset"] == PRESET
     assert info.metadata["sample_rate"] == RATE
     assert list(info.metadata["phone_inventory"]) == list(phones.INVENTORY)
@@ -137,7 +138,7 @@ def test_dataset_info_records_version_settings_and_content_hash(tiny_data_dir):
     assert set(info.metadata["split_hashes"]) == set(corpus.SPLITS)
     on_disk = metadata(tiny_data_dir)
     assert on_disk["content_hash"] == info.metadata["content_hash"]
-    assert on_disk["settings"] == dataclasses.asdict(settings)
+    assert on_disk["settings"] == as_json
     with open(os.path.join(version_dir(tiny_data_dir), "dataset_info.json")) as f:
         assert json.load(f)["version"] == builder_lib.VERSION
     for split in corpus.SPLITS:
