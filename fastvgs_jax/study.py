@@ -93,6 +93,13 @@ def check_settings(settings: ml_collections.ConfigDict) -> None:
         raise ValueError(f"steps={settings.steps}: a two-phase model needs at least 2 steps")
 
 
+# Study settings given per objective → the phase field each sets.
+PER_OBJECTIVE_PHASE_FIELDS = {
+    "learning_rates": "learning_rate",
+    "vgs_branch_lr_scales": "vgs_branch_lr_scale",
+}
+
+
 def model_config(
     settings: ml_collections.ConfigDict, model: str, seed: int
 ) -> ml_collections.ConfigDict:
@@ -101,16 +108,14 @@ def model_config(
     config.seed = seed
     config.data.seed = seed
     config.phases = run_config.study_phases(model, int(settings.steps))
-    rates = settings.get("learning_rates")
-    branch_scales = settings.get("vgs_branch_lr_scales")
     joint_alpha = settings.get("vgsplus_alpha")
     if joint_alpha is not None and not 0.0 < joint_alpha < 1.0:
         raise ValueError(f"vgsplus_alpha={joint_alpha}: VGS+ needs 0 < α < 1")
     for p in config.phases:
-        if rates is not None and rates.get(p.name) is not None:
-            p.learning_rate = float(rates[p.name])  # per objective: the phase is named for it
-        if branch_scales is not None and branch_scales.get(p.name) is not None:
-            p.vgs_branch_lr_scale = float(branch_scales[p.name])
+        for key, field in PER_OBJECTIVE_PHASE_FIELDS.items():
+            values = settings.get(key)  # per objective: the phase is named for it
+            if values is not None and values.get(p.name) is not None:
+                p[field] = float(values[p.name])
         if p.name == "vgsplus" and joint_alpha is not None:
             p.alpha.start = p.alpha.end = float(joint_alpha)
     share = settings.get("temperature_anneal_share")

@@ -131,7 +131,8 @@ class MeanAudioPooler(nn.Module):
 
     Not the paper's branch: a minimal pooler for from-scratch runs. On the CPU demo, VGS alone
     at lr 3e-4 for 500 steps reached test S→I R@10 21.2 % with it against 16.4 % with the
-    ResDAVEnet branch; at lr 1e-3 it stayed at chance (README "The study").
+    ResDAVEnet branch; at lr 1e-3 it stayed at chance, and so did VGS+ with it in every
+    setting tried: it relies on the shared encoder for VGS features (README "The study").
     """
 
     config: ml_collections.ConfigDict  # the model config's ``audio_pool`` section

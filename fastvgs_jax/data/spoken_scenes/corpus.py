@@ -162,8 +162,13 @@ class UtteranceTask:
     text: str
     speaker: Speaker
     seed: tuple[int, ...]  # seeds the variation and the noise
-    snr_db: tuple[float, float] = (30.0, 45.0)  # CorpusSettings' recording conditions
-    channel_db: float = 0.0
+    snr_db: tuple[float, float]  # the corpus's recording conditions (CorpusSettings)
+    channel_db: float
+
+
+def _recording(settings: CorpusSettings) -> dict:
+    """The UtteranceTask fields that carry the corpus's recording conditions to a worker."""
+    return {"snr_db": settings.snr_db, "channel_db": settings.channel_db}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,8 +207,7 @@ def plan_split(settings: CorpusSettings, split: str) -> list[ImageTask] | list[U
                 ),
                 speaker=speakers["pool"][int(rng.integers(len(speakers["pool"])))],
                 seed=(settings.seed, _SPLIT_CODE[split], k),
-                snr_db=settings.snr_db,
-                channel_db=settings.channel_db,
+                **_recording(settings),
             )
             for k in range(settings.pool_utterances)
         ]
@@ -219,8 +223,7 @@ def plan_split(settings: CorpusSettings, split: str) -> list[ImageTask] | list[U
                 text=text,
                 speaker=speaker,
                 seed=(settings.seed, _SPLIT_CODE[split], s, k),
-                snr_db=settings.snr_db,
-                channel_db=settings.channel_db,
+                **_recording(settings),
             )
             for s, speaker in enumerate(speakers["heldout"])
             for k, text in enumerate(texts)
@@ -254,8 +257,7 @@ def _plan_images(settings, split, speakers) -> list[ImageTask]:
                 text=text,
                 speaker=voices[int(rng.integers(len(voices)))],
                 seed=(settings.seed, _SPLIT_CODE[split], k, c),
-                snr_db=settings.snr_db,
-                channel_db=settings.channel_db,
+                **_recording(settings),
             )
             for c, (text, _) in enumerate(texts)
         )
