@@ -118,6 +118,15 @@ def model_config(
                 p[field] = float(values[p.name])
         if p.name == "vgsplus" and joint_alpha is not None:
             p.alpha.start = p.alpha.end = float(joint_alpha)
+        shares = settings.get("audio_only_shares")
+        pool_share = None if shares is None else shares.get(p.name)
+        if pool_share:  # that share of the phase's batches: audio-only sentences, SSL alone
+            if not 0.0 < pool_share < 1.0 or p.name not in ("w2v2", "vgsplus"):
+                raise ValueError(
+                    f"audio_only_shares.{p.name}={pool_share}: only the SSL phases (w2v2, "
+                    "vgsplus) take audio-only batches, at a share in [0, 1)"
+                )
+            p.mix = {"audio_image": 1.0 - float(pool_share), "audio_only": float(pool_share)}
     share = settings.get("temperature_anneal_share")
     if share:  # the Gumbel temperature reaches its floor at this share of the step budget
         q = config.model.quantizer

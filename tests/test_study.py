@@ -97,6 +97,24 @@ def test_study_vgs_branch_lr_scales_are_set_per_objective_phase():
     assert [(p.name, p.vgs_branch_lr_scale) for p in phases] == [("vgsplus", 0.3), ("vgs", 1.0)]
 
 
+def test_audio_only_shares_mix_pool_sentences_into_the_ssl_phases_only():
+    settings = configs.study.get_config("quick")
+    settings.audio_only_shares.w2v2, settings.audio_only_shares.vgsplus = 0.5, 0.25
+    phases = study.model_config(settings, "w2v2_vgsplus", 0).phases
+    assert [dict(p.mix) for p in phases] == [
+        {"audio_image": 0.5, "audio_only": 0.5},
+        {"audio_image": 0.75, "audio_only": 0.25},
+    ]
+    (vgs,) = study.model_config(settings, "vgs", 0).phases
+    assert dict(vgs.mix) == {"audio_image": 1.0}
+    settings.audio_only_shares.vgs = 0.5  # a VGS phase has no loss on audio-only batches
+    with pytest.raises(ValueError, match="audio_only_shares.vgs"):
+        study.model_config(settings, "vgs", 0)
+    settings.audio_only_shares.vgs, settings.audio_only_shares.w2v2 = None, 1.0
+    with pytest.raises(ValueError, match="audio_only_shares.w2v2"):
+        study.model_config(settings, "w2v2", 0)
+
+
 def test_vgsplus_alpha_sets_only_the_joint_phases_coarse_weight():
     settings = configs.study.get_config("quick")
     settings.vgsplus_alpha = 0.25
