@@ -111,6 +111,7 @@ def model_config(
     joint_alpha = settings.get("vgsplus_alpha")
     if joint_alpha is not None and not 0.0 < joint_alpha < 1.0:
         raise ValueError(f"vgsplus_alpha={joint_alpha}: VGS+ needs 0 < α < 1")
+    pool_shares = settings.get("audio_only_shares")
     for p in config.phases:
         for key, field in PER_OBJECTIVE_PHASE_FIELDS.items():
             values = settings.get(key)  # per objective: the phase is named for it
@@ -118,10 +119,10 @@ def model_config(
                 p[field] = float(values[p.name])
         if p.name == "vgsplus" and joint_alpha is not None:
             p.alpha.start = p.alpha.end = float(joint_alpha)
-        shares = settings.get("audio_only_shares")
-        pool_share = None if shares is None else shares.get(p.name)
+        pool_share = None if pool_shares is None else pool_shares.get(p.name)
         if pool_share:  # that share of the phase's batches: audio-only sentences, SSL alone
-            if not 0.0 < pool_share < 1.0 or p.name not in ("w2v2", "vgsplus"):
+            has_ssl = run_config.OBJECTIVE_ALPHA[p.name] < 1.0
+            if not 0.0 < pool_share < 1.0 or not has_ssl:
                 raise ValueError(
                     f"audio_only_shares.{p.name}={pool_share}: only the SSL phases (w2v2, "
                     "vgsplus) take audio-only batches, at a share in [0, 1)"

@@ -70,3 +70,11 @@ def tiny_study(tiny_data_dir, tmp_path_factory):
     settings.history.num_abx_utterances = 4
     results = study.run_study(settings)
     return settings, results
+
+
+def pytest_collection_modifyitems(items):
+    """Under pytest-xdist, every test that needs the session's tiny study (directly or through
+    another fixture) runs on one worker, which builds the study once."""
+    for item in items:
+        if "tiny_study" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("tiny_study"))

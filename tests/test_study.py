@@ -16,9 +16,6 @@ import configs.study
 from fastvgs_jax import study
 from fastvgs_jax.train import loop, snapshots
 
-# One worker builds the session's tiny study and runs every test that reads it (pytest-xdist).
-pytestmark = pytest.mark.xdist_group("tiny_study")
-
 
 def test_shared_first_phase_gives_the_from_scratch_model(tiny_study, uninterrupted):
     settings, _ = tiny_study

@@ -5,11 +5,7 @@ from __future__ import annotations
 import os
 
 import nbformat
-import pytest
 from nbclient import NotebookClient
-
-# One worker builds the session's tiny study and runs every test that reads it (pytest-xdist).
-pytestmark = pytest.mark.xdist_group("tiny_study")
 
 NOTEBOOKS = os.path.join(os.path.dirname(__file__), "..", "notebooks")
 

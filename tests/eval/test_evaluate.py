@@ -16,9 +16,6 @@ from fastvgs_jax import study
 from fastvgs_jax.eval import evaluate
 from fastvgs_jax.train import loop
 
-# One worker builds the session's tiny study and runs every test that reads it (pytest-xdist).
-pytestmark = pytest.mark.xdist_group("tiny_study")
-
 
 def _read(path) -> str:
     with open(path) as f:
