@@ -130,9 +130,11 @@ def train(
 
     A workdir with snapshots resumes from its newest readable one. Otherwise ``init_from``
     (another run's workdir) provides the model's parameters wherever paths and shapes match.
-    ``eval_hook(state, step, phase_name)`` runs every ``eval_every`` steps and at every phase
-    end. ``stop_after`` ends the process's work after that many global steps (tests,
-    budgets); the run resumes from its snapshots when called again.
+    ``eval_hook(state, step, phase_name)`` runs every ``eval_every`` steps, at every phase
+    end, and at step 0 of a run that starts afresh (its starting point: the randomly
+    initialised encoder, or ``init_from``'s, so that history curves show where they began).
+    ``stop_after`` ends the process's work after that many global steps (tests, budgets);
+    the run resumes from its snapshots when called again.
     """
     prepare(config)  # everything that needs no data, before anything is written
     plan = prepare(config, resolve_epochs=True)
@@ -163,6 +165,8 @@ def train(
     manifest.record(workdir, config, mesh, int(state.step))
     reporter = reporting.RunReporter(workdir, progress=config.progress)
     phase_index, _ = phases_lib.locate(plan, int(state.step))
+    if eval_hook is not None and restored is None:
+        eval_hook(state, 0, plan[0].name)
     try:
         for phase_index in range(phase_index, len(plan)):  # noqa: B020 - resumes mid-plan
             phase, phase_start = plan[phase_index], phase_starts[phase_index]

@@ -66,9 +66,9 @@ def test_tensorboard_events_and_manifest_are_written(uninterrupted):
     assert manifest["mesh"] == {"data": jax.device_count(), "fsdp": 1, "model": 1}
 
 
-def test_eval_hook_runs_at_phase_ends_and_intervals(uninterrupted):
+def test_eval_hook_runs_at_the_start_and_phase_ends(uninterrupted):
     _, _, calls = uninterrupted
-    assert calls == [(2, "w2v2"), (7, "vgs")]  # eval_every=100: phase ends only
+    assert calls == [(0, "w2v2"), (2, "w2v2"), (7, "vgs")]  # eval_every=100: no intervals
 
 
 def test_resumed_run_is_bitwise_identical(uninterrupted, tiny_data_dir, tmp_path):
