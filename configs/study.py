@@ -26,7 +26,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     s.models = ",".join(MODELS)  # which of the nine models (the paper's order)
     s.seeds = "0"  # one full set of models per seed; tables show mean ± std
     # Optimiser steps per model (20 : 50 split). Nine models cost 8.1 × steps in all (shared
-    # first phases); demo: ~0.6 s a step on 2 cores → ~57 min of training.
+    # first phases); benchmarks/study_step_time.py prices them: 57-84 min of training for the
+    # demo on 2 cores (this VM's speed varies by day). 1,400 steps bring W2V2's ABX below
+    # random init, but take ~2.3 h (README, "The study").
     s.steps = 700 if preset == "demo" else 70
     # The Gumbel temperature falls from 2 to 0.5 over this share of the step budget (fairseq's
     # 0.999995 per update takes 280 k updates: a short run would keep the noisiest targets).
@@ -90,7 +92,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     run.model.image.kind = "cnn"
     if preset == "demo":
         # 2.1 M parameters (the `small` preset's 10.7 M take 1.7 s a step here): 4 × 128,
-        # the VGS branch on layer 3; 0.74 s per VGS+ step, 0.63 SSL, 0.45 VGS at 16 × 4 s.
+        # the VGS branch on layer 3; 0.74-1.0 s per VGS+ step, 0.63-0.95 SSL, 0.45-0.73 VGS at
+        # 16 × 4 s (benchmarks/study_step_time.py, on different days).
         m = run.model
         m.hidden_dim, m.logmel.channels, m.num_layers, m.num_heads, m.mlp_dim = 128, 128, 4, 4, 512
         m.pos_conv_kernel, m.pos_conv_groups, m.vgs_layer = 32, 8, 3
