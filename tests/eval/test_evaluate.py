@@ -86,6 +86,7 @@ def test_hook_writes_history_lines_and_a_plot(run):
     history = _read(os.path.join(workdir, evaluate.HISTORY_FILE))
     lines = [json.loads(x) for x in history.splitlines()]
     assert [(x["step"], x["phase"]) for x in lines] == [
+        (0, "w2v2"),  # the starting encoder
         (2, "w2v2"),
         (3, "vgs"),
         (6, "vgs"),
