@@ -22,7 +22,6 @@ import json
 import os
 import statistics
 import sys
-import time
 
 from absl import app, flags
 
@@ -74,13 +73,12 @@ def _study_mix(steps: int) -> dict[str, int]:
 def main(argv) -> None:
     import jax
     import numpy as np
+    import step_timing
 
     import configs.study
-    from fastvgs_jax.models import fastvgs, sharding, speech
+    from fastvgs_jax.models import sharding
     from fastvgs_jax.train import config as run_config
     from fastvgs_jax.train import loop
-    from fastvgs_jax.train import optimizer as optimizer_lib
-    from fastvgs_jax.train.step import init_state
 
     settings = configs.study.get_config(FLAGS.preset)
     config = settings.run
@@ -89,41 +87,15 @@ def main(argv) -> None:
     config.phases = run_config.study_phases("vgsplus", 10)
     loop.prepare(config)
     mesh = sharding.make_mesh(loop.resolve_mesh_shape(config.mesh_shape, jax.device_count()))
-    model = fastvgs.FaSTVGSPlus(config.model)
-    tx, _ = optimizer_lib.make_optimizer(config.optimizer, 1000)
-
-    stream = config.data.audio_image
-    samples = round(stream.crop_seconds * config.data.sample_rate)
-    frames = speech.frame_geometry(config.model).num_frames(samples)
-    rng = np.random.default_rng(0)
-    host_batch = {
-        "audio": rng.normal(size=(stream.batch_size, samples)).astype(np.float32),
-        "frame_mask": np.ones((stream.batch_size, frames), bool),
-        "image": rng.normal(size=(stream.batch_size, 64, 64, 3)).astype(np.float32),
-        "image_id": np.arange(stream.batch_size),
-    }
+    host_batch = step_timing.synthetic_batch(config, np.random.default_rng(0))
     batch = loop._device_batch(host_batch, mesh)
+    stream = config.data.audio_image
     result = {"preset": FLAGS.preset, "overrides": argv[1:], "machine_cpus": os.cpu_count()}
-    result.update(batch=stream.batch_size, seconds=stream.crop_seconds, frames=frames)
+    result.update(batch=stream.batch_size, seconds=stream.crop_seconds)
+    result["frames"] = int(host_batch["frame_mask"].shape[1])
     for heads, (ssl, vgs) in HEADS.items():
-        state = init_state(model, tx, jax.random.key(0, impl=config.prng_impl), mesh)
-        step = loop._jitted_step(
-            config.model.to_json(),
-            config.precision,
-            optimizer_lib.direction_key(config.optimizer),
-            ssl,
-            vgs,
-            False,
-            mesh,
-            config.prng_impl,
-        )
-        times = []
-        with jax.set_mesh(mesh):
-            for _ in range(FLAGS.steps + 1):
-                start = time.perf_counter()
-                state, metrics = step(state, batch, 0.5, 0.5, 1e-4, 1e-4)
-                jax.block_until_ready((state, metrics))
-                times.append(time.perf_counter() - start)
+        state, step = step_timing.trainer_step(config, mesh, ssl, vgs)
+        times, state, _ = step_timing.time_steps(step, state, batch, mesh, FLAGS.steps)
         steady = statistics.median(times[1:])
         result[heads] = {
             "step_seconds": round(steady, 3),

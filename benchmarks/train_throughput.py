@@ -24,7 +24,6 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 
 from absl import app, flags
 
@@ -54,58 +53,23 @@ def _variant_config(name: str):
     return config
 
 
-def _synthetic_batch(config, rng):
-    import numpy as np
-
-    from fastvgs_jax.models import speech
-
-    stream = config.data.audio_image
-    samples = round(stream.crop_seconds * config.data.sample_rate)
-    batch = stream.batch_size
-    frames = speech.frame_geometry(config.model).num_frames(samples)
-    return {
-        "audio": rng.normal(size=(batch, samples)).astype(np.float32),
-        "frame_mask": np.ones((batch, frames), bool),
-        "image": rng.normal(size=(batch, 64, 64, 3)).astype(np.float32),
-        "image_id": np.arange(batch) // 5,
-    }
-
-
 def _run_child(name: str) -> dict:
     import resource
 
     import jax
     import numpy as np
+    import step_timing  # this directory: imports jax, so only in the child
 
-    from fastvgs_jax.models import fastvgs, sharding
+    from fastvgs_jax.models import sharding
     from fastvgs_jax.train import loop
-    from fastvgs_jax.train import optimizer as optimizer_lib
-    from fastvgs_jax.train.step import init_state
 
     config = _variant_config(name)
     loop.prepare(config)
     mesh = sharding.make_mesh(loop.resolve_mesh_shape(config.mesh_shape, jax.device_count()))
-    model = fastvgs.FaSTVGSPlus(config.model)
-    tx, _ = optimizer_lib.make_optimizer(config.optimizer, 1000)
-    state = init_state(model, tx, jax.random.key(0, impl=config.prng_impl), mesh)
-    step = loop._jitted_step(
-        config.model.to_json(),
-        config.precision,
-        optimizer_lib.direction_key(config.optimizer),
-        True,
-        True,
-        False,
-        mesh,
-        config.prng_impl,
-    )
-    batch = loop._device_batch(_synthetic_batch(config, np.random.default_rng(0)), mesh)
-    times = []
-    with jax.set_mesh(mesh):
-        for _ in range(FLAGS.steps + 1):
-            start = time.perf_counter()
-            state, metrics = step(state, batch, 0.5, 0.5, 1e-4, 1e-4)
-            jax.block_until_ready((state, metrics))
-            times.append(time.perf_counter() - start)
+    state, step = step_timing.trainer_step(config, mesh, ssl=True, vgs=True)
+    host_batch = step_timing.synthetic_batch(config, np.random.default_rng(0))
+    batch = loop._device_batch(host_batch, mesh)
+    times, state, metrics = step_timing.time_steps(step, state, batch, mesh, FLAGS.steps)
     steady = statistics.median(times[1:])
     stream = config.data.audio_image
     return {
