@@ -33,6 +33,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # The Gumbel temperature falls from 2 to 0.5 over this share of the step budget (fairseq's
     # 0.999995 per update takes 280 k updates: a short run would keep the noisiest targets).
     s.temperature_anneal_share = 0.7
+    # Every phase warms its lr up over at least this share of the step budget (the one-phase
+    # models' 10 %): the two-phase models' 200-step first phases would otherwise warm up in
+    # 20 steps, which sent W2V2's layers into an ABX dip they had not left at the switch
+    # (layer-4 validation-subset ABX 3.4 → 11.8 % at step 50, 8.3 % at 200; 70 warm-up
+    # steps kept it at 3.8-6.6 %). None: each phase's own optimizer.warmup_fraction.
+    s.min_warmup_share = 0.1
     # Peak lr per objective phase (None: run.optimizer.learning_rate). A phase is named for
     # its objective (w2v2 | vgs | vgsplus), so e.g. --config.learning_rates.vgs=2e-4.
     s.learning_rates = ml_collections.ConfigDict(
@@ -101,6 +107,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         m.audio_pool.widths = (32, 64, 128, 128)
         m.audio_pool.num_heads, m.audio_pool.mlp_dim = 4, 512
         m.image.cnn_widths = (32, 64, 128, 256)
+        # No dropout in the speech encoder, and XLA's RngBitGenerator for the rest (masks,
+        # negatives, Gumbel noise, the VGS branch's dropout): 10-20 % off a step, and in a few
+        # hundred steps of a 2 M-parameter model dropout only slowed learning ((W2V2, VGS):
+        # 6.21 / 8.33 test ABX without, 8.03 / 15.23 with; W2V2 4.80 / 6.07 vs 4.69 / 6.15).
+        m.dropout = m.attention_dropout = m.feature_dropout = 0.0
+        run.prng_impl = "rbg"
     for kind in ("audio_image", "audio_only"):
         run.data[kind].batch_size = 16 if preset == "demo" else 8
         run.data[kind].crop_seconds = 4.0 if preset == "demo" else 2.0

@@ -85,6 +85,22 @@ def test_gumbel_temperature_reaches_its_floor_at_the_anneal_share_of_the_budget(
     assert float(gumbel_temperature(model, steps // 2)) == pytest.approx(q.temperature_end)
 
 
+def test_min_warmup_share_gives_short_phases_the_one_phase_models_warmup():
+    from fastvgs_jax.train.optimizer import warmup_steps
+
+    settings = configs.study.get_config("demo")
+    settings.steps, settings.min_warmup_share = 700, 0.1
+    config = study.model_config(settings, "w2v2_vgs", 0)
+    o = config.optimizer
+    first, second = (p.steps for p in config.phases)
+    assert (first, second) == (200, 500)
+    assert warmup_steps(first, o.warmup_fraction, o.min_warmup_steps) == 70
+    assert warmup_steps(second, o.warmup_fraction, o.min_warmup_steps) == 70
+    settings.min_warmup_share = None
+    o = study.model_config(settings, "w2v2_vgs", 0).optimizer
+    assert warmup_steps(first, o.warmup_fraction, o.min_warmup_steps) == 20
+
+
 def test_study_learning_rates_are_set_per_objective_phase():
     settings = configs.study.get_config("quick")
     settings.learning_rates.w2v2, settings.learning_rates.vgs = 1e-3, 2e-4

@@ -82,6 +82,7 @@ def base_config(model_size: str = "base", data_preset: str = "small") -> ml_coll
     c.optimizer.eps = 1e-6
     c.optimizer.weight_decay = 0.01  # decoupled, on all parameters
     c.optimizer.warmup_fraction = 0.1  # linear warm-up share of each schedule, then linear decay
+    c.optimizer.min_warmup_steps = 0  # floor on each schedule's warm-up (short phases), in steps
     c.optimizer.clip_norm = 1.0  # global gradient-norm clip (0 disables)
 
     c.precision = "fp32"  # fp32 | bf16 (bf16 compute, fp32 parameters and optimiser state)

@@ -38,11 +38,27 @@ def scale_by_adam_without_bias_correction(
     return optax.GradientTransformation(init, update)
 
 
-def warmup_linear_decay(peak: float, total_steps: int, warmup_fraction: float) -> optax.Schedule:
-    """0 → ``peak`` linearly over ``warmup_fraction`` of the steps, then linearly to 0."""
+def warmup_steps(total_steps: int, warmup_fraction: float, min_warmup_steps: int = 0) -> int:
+    """The warm-up length: ``warmup_fraction`` of the schedule, at least ``min_warmup_steps``.
+
+    The floor is for short phases: a 200-step SSL phase with a 10 % (20-step) warm-up sent
+    the layers' phone information into a dip it had not left by the phase end, where a
+    70-step warm-up kept them near their start (README, "The study"). One step is always
+    left to the decay, so a floor longer than the schedule cannot make it all warm-up.
+    """
     if total_steps <= 0:
         raise ValueError(f"a learning-rate schedule needs a positive length, got {total_steps}")
-    warmup = max(1, int(round(warmup_fraction * total_steps)))
+    if min_warmup_steps < 0:
+        raise ValueError(f"optimizer.min_warmup_steps={min_warmup_steps}: expected ≥ 0")
+    warmup = max(1, int(round(warmup_fraction * total_steps)), int(min_warmup_steps))
+    return min(warmup, max(1, total_steps - 1))
+
+
+def warmup_linear_decay(
+    peak: float, total_steps: int, warmup_fraction: float, min_warmup_steps: int = 0
+) -> optax.Schedule:
+    """0 → ``peak`` linearly over the warm-up (``warmup_steps``), then linearly to 0."""
+    warmup = warmup_steps(total_steps, warmup_fraction, min_warmup_steps)
     return optax.join_schedules(
         [
             optax.linear_schedule(0.0, peak, warmup),
@@ -62,9 +78,14 @@ def make_optimizer(
     every schedule length (phases of 20 and 50 parts, resumed runs, other budgets).
 
     config: the run config's ``optimizer`` section (name, learning_rate, b1, b2, eps,
-    weight_decay, warmup_fraction, clip_norm).
+    weight_decay, warmup_fraction, min_warmup_steps, clip_norm).
     """
-    schedule = warmup_linear_decay(config.learning_rate, total_steps, config.warmup_fraction)
+    schedule = warmup_linear_decay(
+        config.learning_rate,
+        total_steps,
+        config.warmup_fraction,
+        config.min_warmup_steps,
+    )
     return optimizer_direction(config), schedule
 
 

@@ -119,6 +119,19 @@ def test_warmup_then_linear_decay():
     assert float(schedule(100)) == pytest.approx(0.0, abs=1e-12)
 
 
+def test_min_warmup_steps_floors_a_short_schedules_warmup():
+    assert optimizer.warmup_steps(200, 0.1) == 20
+    assert optimizer.warmup_steps(200, 0.1, min_warmup_steps=70) == 70
+    assert optimizer.warmup_steps(1000, 0.1, min_warmup_steps=70) == 100  # the share is longer
+    assert optimizer.warmup_steps(50, 0.1, min_warmup_steps=70) == 49  # one step left to decay
+    schedule = optimizer.warmup_linear_decay(1e-3, 200, 0.1, min_warmup_steps=70)
+    assert float(schedule(35)) == pytest.approx(0.5e-3)
+    assert float(schedule(70)) == pytest.approx(1e-3)
+    assert float(schedule(135)) == pytest.approx(0.5e-3)
+    with pytest.raises(ValueError, match="min_warmup_steps"):
+        optimizer.warmup_steps(200, 0.1, min_warmup_steps=-1)
+
+
 def test_adam_without_bias_correction_first_step_by_hand():
     c = run_config.base_config("tiny", "tiny").optimizer
     c.clip_norm = 0.0
