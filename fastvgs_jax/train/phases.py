@@ -94,7 +94,8 @@ def phases_from_config(
     Raises:
       ValueError: naming the phase, for a non-positive length, an unknown α kind, α outside
         [0, 1], all-zero loss weights, a VGS weight with no audio-image data, an SSL-only
-        phase fed only images it does not need, or an empty or unknown mix.
+        phase fed only images it does not need, a stream in the mix that no loss weight
+        reaches, or an empty or unknown mix.
     """
     raw = config.phases
     if not raw:
@@ -162,6 +163,13 @@ def _validate(phase: Phase, where: str) -> None:
             raise ValueError(f"{where}: all loss weights are zero")
     if not any(any(phase.needs(k)) for k in kinds):
         raise ValueError(f"{where}: all loss weights are zero for its data mix {shares}")
+    idle = [k for k in kinds if not any(phase.needs(k))]
+    if idle:  # their steps would apply only weight decay and stale Adam momentum
+        raise ValueError(
+            f"{where}: its {' and '.join(idle)} batches carry no loss (every weight on them "
+            f"is zero, e.g. a VGS-only phase fed audio-only batches); drop them from the mix "
+            f"{shares}"
+        )
     coarse_weighted = high > 0 or (phase.weights is not None and phase.weights[0] > 0)
     if coarse_weighted and "audio_image" not in kinds:
         raise ValueError(f"{where}: a VGS (coarse) weight needs audio-image data in its mix")

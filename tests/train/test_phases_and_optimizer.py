@@ -43,6 +43,10 @@ def test_alpha_schedules():
     assert [steps.alpha(i) for i in (0, 3, 7, 8)] == [0.0, 0.25, 0.25, 0.75]
 
 
+def _vgs_only(p, mix):
+    p.alpha.start, p.mix = 1.0, mix
+
+
 @pytest.mark.parametrize(
     "edit, message",
     [
@@ -52,6 +56,7 @@ def test_alpha_schedules():
         (lambda p: setattr(p, "weights", (0.0, 0.0, 0.0)), "all loss weights are zero"),
         (lambda p: setattr(p, "mix", {"audio_only": 1.0}), "needs audio-image data"),
         (lambda p: setattr(p, "mix", {"captions": 1.0}), "unknown mix streams"),
+        (lambda p: _vgs_only(p, mix={"audio_image": 0.5, "audio_only": 0.5}), "carry no loss"),
         (lambda p: setattr(p, "learning_rate", 0.0), "learning_rate must be positive"),
         (lambda p: setattr(p, "vgs_branch_lr_scale", -0.5), "vgs_branch_lr_scale"),
     ],
