@@ -119,13 +119,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     run.data.audio_only.min_seconds = 1.0
     run.log_every = 20
     run.snapshot_every = 200
-    # History points per model (phase ends added): the forgetting curves' resolution.
-    run.eval_every = max(1, s.steps // (14 if preset == "demo" else 5))
     s.run = run
 
     # The forgetting curves: retrieval and ABX on a fixed validation subset during training.
     s.history = ml_collections.ConfigDict()
     s.history.enabled = True
+    # Evaluations per model over the step budget (every steps // points steps, plus the start
+    # and phase ends): the curves' resolution. None: run.eval_every. Each costs ~10 s here.
+    s.history.points = 14 if preset == "demo" else 5
     s.history.num_images = 32 if preset == "demo" else 8
     s.history.captions_per_image = 2
     s.history.num_abx_utterances = 64 if preset == "demo" else 16

@@ -128,6 +128,9 @@ def model_config(
                     "vgsplus) take audio-only batches, at a share in [0, 1)"
                 )
             p.mix = {"audio_image": 1.0 - float(pool_share), "audio_only": float(pool_share)}
+    points = settings.history.get("points")
+    if points:  # the history's resolution follows --config.steps
+        config.eval_every = max(1, int(settings.steps) // int(points))
     warmup_share = settings.get("min_warmup_share")
     if warmup_share:  # short phases warm up as long as a one-phase model's schedule does
         config.optimizer.min_warmup_steps = int(round(warmup_share * int(settings.steps)))

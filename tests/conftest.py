@@ -65,6 +65,7 @@ def tiny_study(tiny_data_dir, tmp_path_factory):
     settings.progress = False
     settings.run = tiny_run_config(tiny_data_dir)
     settings.temperature_anneal_share = None  # keep the reference run's temperature schedule
+    settings.history.points = None  # the run's own eval_every below
     settings.run.eval_every = 3
     settings.history.num_images = 4
     settings.history.num_abx_utterances = 4

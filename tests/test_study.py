@@ -101,6 +101,13 @@ def test_min_warmup_share_gives_short_phases_the_one_phase_models_warmup():
     assert warmup_steps(first, o.warmup_fraction, o.min_warmup_steps) == 20
 
 
+@pytest.mark.parametrize("steps, every", [(700, 50), (1400, 100)])
+def test_history_points_spread_over_the_step_budget(steps, every):
+    settings = configs.study.get_config("demo")
+    settings.steps = steps
+    assert study.model_config(settings, "w2v2_vgs", 0).eval_every == every
+
+
 def test_study_learning_rates_are_set_per_objective_phase():
     settings = configs.study.get_config("quick")
     settings.learning_rates.w2v2, settings.learning_rates.vgs = 1e-3, 2e-4
