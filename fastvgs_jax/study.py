@@ -233,8 +233,7 @@ def baseline_rows(settings: ml_collections.ConfigDict, workdir: str, seed: int) 
         workdir,
         tasks=("abx",),
         layers="all",
-        baselines=True,
-        random_init_seed=seed,
+        baselines=True,  # random init: the encoder every model of this seed started from
         progress=settings.progress,
     )
     rows = {"mfcc": results["abx"]["mfcc"], "random_init": results["abx"]["random_init"]}

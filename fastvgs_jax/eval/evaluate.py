@@ -298,7 +298,7 @@ def evaluate_run(
     abx_seed: int = 0,
     inclusive_end: bool = False,
     baselines: bool = True,
-    random_init_seed: int = 0,
+    random_init_seed: int | None = None,
     progress: bool = True,
 ) -> dict:
     """Retrieval and/or per-layer ABX of one snapshot of a run (percentages).
@@ -312,8 +312,9 @@ def evaluate_run(
       data_dir: where the corpus is (default: the run config's ``data.data_dir``).
       batch_size: captions/images/… per batch (default: the run's audio-image batch).
       abx_seed, inclusive_end: ABX subsampling seed and frame convention (``abx.abx_error``).
-      baselines: also score MFCCs and a randomly initialised encoder (seed
-        ``random_init_seed``) on the same ABX items and layers.
+      baselines: also score MFCCs and a randomly initialised encoder on the same ABX items
+        and layers: the very encoder a run of the run's config and seed ``random_init_seed``
+        (None: the run's own seed, so the one it started from) is initialised to.
     Returns:
       A JSON-able dict: ``snapshot``, ``model``, ``data`` and ``retrieval`` / ``abx``.
     Raises:
@@ -372,7 +373,7 @@ def _evaluate_abx(
     seed: int,
     inclusive_end: bool,
     baselines: bool,
-    random_init_seed: int,
+    random_init_seed: int | None,
     progress: bool,
 ) -> dict:
     """The ``abx`` section of ``evaluate_run``: trained layers, then the baseline rows."""
@@ -400,7 +401,10 @@ def _evaluate_abx(
         "best_layer": best_layers(rows),
     }
     if baselines:
-        random_vars = fastvgs.init_variables(model_config, jax.random.key(random_init_seed))
+        if random_init_seed is None:
+            random_init_seed = int(run.config.seed)
+        run_key = jax.random.key(random_init_seed, impl=run.config.get("prng_impl", "threefry2x32"))
+        random_vars = fastvgs.init_variables(model_config, fastvgs.split_run_key(run_key)[0])
         random_features = features.extract_features(
             model_config, random_vars, utterances, layer_ids, progress=progress
         )

@@ -200,6 +200,13 @@ def example_inputs(config: ml_collections.ConfigDict, batch: int = 1, seconds: f
     return audio, frame_mask, image, regions, boxes
 
 
+def split_run_key(run_key: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(parameter-initialisation key, step key) of a run's key. Every run of a seed starts
+    from the same parameters, and the random-init baseline of evaluation is that encoder."""
+    init_key, step_key = jax.random.split(run_key)
+    return init_key, step_key
+
+
 def init_variables(config: ml_collections.ConfigDict, key: jax.Array) -> dict:
     """Freshly initialised variables ({"params", "batch_stats"}), logical-axis boxes removed."""
     return _jitted_init(config.to_json())(key)

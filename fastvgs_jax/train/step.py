@@ -30,7 +30,7 @@ def _state_builder(model: fastvgs.FaSTVGSPlus, tx: optax.GradientTransformation)
     inputs = fastvgs.example_inputs(model.config)
 
     def build(key):
-        init_key, run_key = jax.random.split(key)
+        init_key, run_key = fastvgs.split_run_key(key)
         variables = model.init({"params": init_key}, *inputs)
         return TrainState(
             step=jnp.zeros((), jnp.int32),

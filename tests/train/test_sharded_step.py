@@ -68,3 +68,18 @@ def test_fsdp_shards_parameters_and_matches_one_device(setup, single_device):
     assert cls.addressable_shards[0].data.shape[0] == cls.shape[0] // 4
     mu = state.opt_state[1].mu["speech_encoder"]["cls"]
     assert mu.sharding.spec == cls.sharding.spec
+
+
+@pytest.mark.parametrize("prng_impl", ["threefry2x32", "rbg"])
+def test_random_init_baseline_is_the_encoder_a_run_starts_from(prng_impl):
+    from fastvgs_jax.train.config import base_config
+
+    config = base_config("tiny", "tiny")
+    model = fastvgs.FaSTVGSPlus(config.model)
+    tx, _ = optimizer_lib.make_optimizer(config.optimizer, 4)
+    key = jax.random.key(3, impl=prng_impl)
+    state = init_state(model, tx, key, sharding.make_mesh((1, 1, 1), devices=jax.devices()[:1]))
+    # What evaluate_run scores as the random-init row of a run with seed 3.
+    baseline = fastvgs.init_variables(config.model, fastvgs.split_run_key(key)[0])["params"]
+    same = jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), state.params, baseline)
+    assert all(jax.tree.leaves(same))
