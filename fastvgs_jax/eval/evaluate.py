@@ -403,7 +403,7 @@ def _evaluate_abx(
     if baselines:
         if random_init_seed is None:
             random_init_seed = int(run.config.seed)
-        run_key = jax.random.key(random_init_seed, impl=run.config.get("prng_impl", "threefry2x32"))
+        run_key = jax.random.key(random_init_seed, impl=run.config.prng_impl)
         random_vars = fastvgs.init_variables(model_config, fastvgs.split_run_key(run_key)[0])
         random_features = features.extract_features(
             model_config, random_vars, utterances, layer_ids, progress=progress

@@ -161,9 +161,9 @@ def _validate(phase: Phase, where: str) -> None:
             raise ValueError(f"{where}: weights must be 3 non-negative numbers")
         if sum(phase.weights) == 0:
             raise ValueError(f"{where}: all loss weights are zero")
-    if not any(any(phase.needs(k)) for k in kinds):
-        raise ValueError(f"{where}: all loss weights are zero for its data mix {shares}")
     idle = [k for k in kinds if not any(phase.needs(k))]
+    if idle == kinds:
+        raise ValueError(f"{where}: all loss weights are zero for its data mix {shares}")
     if idle:  # their steps would apply only weight decay and stale Adam momentum
         raise ValueError(
             f"{where}: its {' and '.join(idle)} batches carry no loss (every weight on them "
