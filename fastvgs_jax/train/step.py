@@ -15,6 +15,9 @@ import optax
 from fastvgs_jax.models import fastvgs, sharding
 from fastvgs_jax.train import objectives
 
+# Where the frontend's parameters live; model.frontend_grad_scale = 0 freezes them.
+FRONTEND_PATH = ("speech_encoder", "frontend")
+
 
 @flax.struct.dataclass
 class TrainState:
@@ -89,6 +92,10 @@ def make_train_step(
     bad state never exists to be saved.
     """
 
+    # A zero gradient scale stops the gradient, but decoupled weight decay would still shrink
+    # the frontend every step; frozen means its parameters never change.
+    frozen_frontend = model.config.frontend_grad_scale == 0
+
     def step(state: TrainState, batch: dict, coarse_weight, ssl_weight, lr, branch_lr):
         key = jax.random.fold_in(state.key, state.step)
 
@@ -111,7 +118,7 @@ def make_train_step(
         )
         grad_norm = optax.tree.norm(grads)
         direction, opt_state = tx.update(grads, state.opt_state, state.params)
-        updates = scale_updates(direction, lr, branch_lr)
+        updates = scale_updates(direction, lr, branch_lr, frozen_frontend)
         params = optax.apply_updates(state.params, updates)
         update_norm = optax.tree.norm(updates)
         # An update can overflow even when the loss and gradient are finite (a huge lr).
@@ -132,11 +139,14 @@ def make_train_step(
     return step
 
 
-def scale_updates(direction, lr, branch_lr):
+def scale_updates(direction, lr, branch_lr, frozen_frontend: bool = False):
     """``-rate · direction`` per parameter: ``branch_lr`` under the top-level subtrees of
-    ``fastvgs.VGS_BRANCH``, ``lr`` elsewhere (scalars, traced or not)."""
+    ``fastvgs.VGS_BRANCH``, ``lr`` elsewhere (scalars, traced or not), and 0 on the speech
+    encoder's frontend when ``frozen_frontend``."""
 
     def scale(path, d):
+        if frozen_frontend and tuple(p.key for p in path[:2]) == FRONTEND_PATH:
+            return jnp.zeros_like(d)
         rate = branch_lr if path[0].key in fastvgs.VGS_BRANCH else lr
         return (-rate * d).astype(d.dtype)
 

@@ -189,3 +189,19 @@ def test_a_zero_vgs_branch_lr_freezes_exactly_the_vgs_branch(tiny_data_dir, tmp_
         assert all(same) == (name in fastvgs.VGS_BRANCH), name
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [x["branch_lr"] for x in lines] == [0.0] * 3 and lines[1]["lr"] > 0
+
+
+def test_a_zero_frontend_grad_scale_freezes_exactly_the_frontend(tiny_data_dir, tmp_path):
+    """The gradient stops there, and weight decay must not shrink it either."""
+    from fastvgs_jax.train.step import FRONTEND_PATH
+
+    config = tiny_run_config(tiny_data_dir, objectives="w2v2", steps=3)
+    config.model.frontend_grad_scale = 0.0
+    config.snapshot_every = 100
+    assert config.optimizer.weight_decay > 0
+    start = jax.device_get(loop.train(config, str(tmp_path / "start"), stop_after=0).params)
+    end = jax.device_get(loop.train(config, str(tmp_path / "run")).params)
+    outer, inner = FRONTEND_PATH
+    for name in end[outer]:
+        same = jax.tree.leaves(jax.tree.map(np.array_equal, end[outer][name], start[outer][name]))
+        assert all(same) == (name == inner), name
