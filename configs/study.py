@@ -51,6 +51,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         # VGS at 1e-3 wrecked the layers' phone information (ABX 25-30 %); at 3e-4 it kept
         # them at 2.4-3.0 / 5.1-6.7 % and retrieved a little better (17.4 vs 16.0 % R@10).
         s.learning_rates.vgs = 3e-4
+        # With the log-mel conv frozen, W2V2 phases take 2e-3 (a global 2e-3 had stalled SSL
+        # with the conv trained): W2V2 3.39 / 5.86 test ABX after 700 steps (1e-3:
+        # 3.87 / 6.10), and the 200-step first phases end less deep in the early-SSL dip.
+        s.learning_rates.w2v2 = 2e-3
     # Per objective phase: the VGS branch's lr (image tower, audio pooler, CLIP scale) as a
     # share of the phase's lr (None: 1). α scales only the gradient, which Adam normalises
     # away on parameters that nothing but the coarse loss reaches.
