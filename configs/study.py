@@ -27,8 +27,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     s.seeds = "0"  # one full set of models per seed; tables show mean ± std
     # Optimiser steps per model (20 : 50 split). Nine models cost 8.1 × steps in all (shared
     # first phases); benchmarks/study_step_time.py prices them: 57-84 min of training for the
-    # demo on 2 cores (this VM's speed varies by day). 1,400 steps bring W2V2's ABX below
-    # random init, but take ~2.3 h (README, "The study").
+    # demo on 2 cores (this VM's speed varies by day: the whole demo took 36 min on
+    # 2026-12-02, 77 min the day before). README, "The study", has what 700 steps give.
     s.steps = 700 if preset == "demo" else 70
     # The Gumbel temperature falls from 2 to 0.5 over this share of the step budget (fairseq's
     # 0.999995 per update takes 280 k updates: a short run would keep the noisiest targets).
@@ -92,7 +92,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # trains the features its own targets are quantised from, and in a short run it made
     # them worse: W2V2's frontend ABX went 4.62 → 5.22 % within, and every layer above
     # followed (best 4.80 / 6.07 after 700 steps). Frozen: 3.87 / 6.10, below random init
-    # (4.30 / 7.00). Under Adam a scale of 0.1 is no slower than 1 (the update is scale-free).
+    # (4.30 / 7.00); with W2V2 at 2e-3 (below) 3.39 / 5.86. Under Adam a scale of 0.1 is no
+    # slower than 1 (the update is scale-free). The LayerNorm after the conv still trains.
     run.optimizer.learning_rate = 1e-3
     run.model.quantizer.projection_init_std = 1.0
     run.model.frontend_grad_scale = 0.0
