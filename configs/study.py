@@ -51,9 +51,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         # VGS at 1e-3 wrecked the layers' phone information (ABX 25-30 %); at 3e-4 it kept
         # them at 2.4-3.0 / 5.1-6.7 % and retrieved a little better (17.4 vs 16.0 % R@10).
         s.learning_rates.vgs = 3e-4
-        # With the log-mel conv frozen, W2V2 phases take 2e-3 (a global 2e-3 had stalled SSL
-        # with the conv trained): W2V2 3.39 / 5.86 test ABX after 700 steps (1e-3:
-        # 3.87 / 6.10), and the 200-step first phases end less deep in the early-SSL dip.
+        # With the log-mel conv frozen (below), W2V2 phases take 2e-3: W2V2 3.39 / 5.86 test
+        # ABX after 700 steps (1e-3: 3.87 / 6.10), and the 200-step first phases end less
+        # deep in the early-SSL dip.
         s.learning_rates.w2v2 = 2e-3
     # Per objective phase: the VGS branch's lr (image tower, audio pooler, CLIP scale) as a
     # share of the phase's lr (None: 1). α scales only the gradient, which Adam normalises
@@ -85,15 +85,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # initialised tiny CNN's features are near chance on ABX (log-mel ones are not).
     run.model.frontend = "logmel"
     # Short-budget choices (all measured on the demo; docs: README "The study"):
-    # 1e-3 peak lr (1e-4 left both losses at chance after 800 steps; 2e-3 stalled SSL);
+    # 1e-3 peak lr (1e-4 left both losses at chance after 800 steps; 2e-3 stalled SSL while
+    # the log-mel conv trained; W2V2 phases now take it, learning_rates.w2v2 above);
     # code-logit init N(0, 1) as fairseq (the reference's N(0, 0.02) drowns the logits in
     # Gumbel noise: the contrastive loss sat at log(1 + negatives) for 800 steps);
     # a frozen log-mel conv (its random init, as BEST-RQ's frozen random projection). SSL
     # trains the features its own targets are quantised from, and in a short run it made
     # them worse: W2V2's frontend ABX went 4.62 → 5.22 % within, and every layer above
     # followed (best 4.80 / 6.07 after 700 steps). Frozen: 3.87 / 6.10, below random init
-    # (4.30 / 7.00); with W2V2 at 2e-3 (below) 3.39 / 5.86. Under Adam a scale of 0.1 is no
-    # slower than 1 (the update is scale-free). The LayerNorm after the conv still trains.
+    # (4.30 / 7.00). Under Adam a scale of 0.1 is no slower than 1 (the update is
+    # scale-free). The LayerNorm after the conv still trains.
     run.optimizer.learning_rate = 1e-3
     run.model.quantizer.projection_init_std = 1.0
     run.model.frontend_grad_scale = 0.0

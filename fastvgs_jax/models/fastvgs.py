@@ -60,6 +60,8 @@ def check_model_config(config: ml_collections.ConfigDict) -> None:
 # audio pooler and the CLIP scale. Adam normalises each parameter's update by its own
 # gradient scale, so a loss weight cannot slow them; ``vgs_branch_lr_scale`` can.
 VGS_BRANCH = ("audio_pooler", "image_encoder", "log_scale")
+# Where the frontend's parameters live; ``frontend_grad_scale`` = 0 freezes this subtree.
+FRONTEND_PATH = ("speech_encoder", "frontend")
 
 
 class FaSTVGSPlus(nn.Module):

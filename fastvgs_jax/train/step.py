@@ -15,9 +15,6 @@ import optax
 from fastvgs_jax.models import fastvgs, sharding
 from fastvgs_jax.train import objectives
 
-# Where the frontend's parameters live; model.frontend_grad_scale = 0 freezes them.
-FRONTEND_PATH = ("speech_encoder", "frontend")
-
 
 @flax.struct.dataclass
 class TrainState:
@@ -145,7 +142,7 @@ def scale_updates(direction, lr, branch_lr, frozen_frontend: bool = False):
     encoder's frontend when ``frozen_frontend``."""
 
     def scale(path, d):
-        if frozen_frontend and tuple(p.key for p in path[:2]) == FRONTEND_PATH:
+        if frozen_frontend and tuple(p.key for p in path[:2]) == fastvgs.FRONTEND_PATH:
             return jnp.zeros_like(d)
         rate = branch_lr if path[0].key in fastvgs.VGS_BRANCH else lr
         return (-rate * d).astype(d.dtype)

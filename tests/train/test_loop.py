@@ -193,7 +193,7 @@ def test_a_zero_vgs_branch_lr_freezes_exactly_the_vgs_branch(tiny_data_dir, tmp_
 
 def test_a_zero_frontend_grad_scale_freezes_exactly_the_frontend(tiny_data_dir, tmp_path):
     """The gradient stops there, and weight decay must not shrink it either."""
-    from fastvgs_jax.train.step import FRONTEND_PATH
+    from fastvgs_jax.models.fastvgs import FRONTEND_PATH
 
     config = tiny_run_config(tiny_data_dir, objectives="w2v2", steps=3)
     config.model.frontend_grad_scale = 0.0
