@@ -32,7 +32,7 @@ from fastvgs_jax import workdir as workdir_lib
 from fastvgs_jax.data import build
 from fastvgs_jax.eval import evaluate
 from fastvgs_jax.train import config as run_config
-from fastvgs_jax.train import loop
+from fastvgs_jax.train import loop, manifest
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +177,42 @@ def _train(settings, config, workdir: str) -> None:
     loop.train(config, workdir, eval_hook=hook)
 
 
+def check_unchanged(workdir: str, config: ml_collections.ConfigDict) -> None:
+    """Raise if ``workdir`` was started with a config other than ``config``.
+
+    A rerun keeps what is already trained, so a changed setting (an lr, the step budget)
+    would otherwise mix old runs into the new study's table without a word.
+    """
+    path = os.path.join(workdir, workdir_lib.MANIFEST)
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        old = json.load(f)["config"]
+    resolved = copy.deepcopy(config)
+    loop.prepare(resolved)  # the derived fields train() records (the frame geometry)
+    changed = manifest.config_differences(old, json.loads(resolved.to_json_best_effort()))
+    if changed:
+        raise ValueError(
+            f"{workdir} was trained with another config ({', '.join(changed)} differ); "
+            "delete that run to retrain it, or pass another --config.out"
+        )
+
+
+def check_existing_runs(
+    settings: ml_collections.ConfigDict, models: Sequence[str], seeds: Sequence[int]
+) -> None:
+    """Every run a rerun would keep (models and shared first phases) matches ``settings``."""
+    for seed in seeds:
+        for model in models:
+            check_unchanged(run_dir(settings.out, model, seed), model_config(settings, model, seed))
+            if "_" in model:
+                first = model.split("_")[0]
+                check_unchanged(
+                    first_phase_dir(settings.out, first, seed),
+                    first_phase_config(settings, first, seed),
+                )
+
+
 def train_model(settings: ml_collections.ConfigDict, model: str, seed: int) -> str:
     """Train (or finish) one model; returns its workdir."""
     workdir = run_dir(settings.out, model, seed)
@@ -301,6 +337,7 @@ def run_study(settings: ml_collections.ConfigDict) -> dict:
     data = settings.run.data
     build.ensure_built(data.data_dir, data.preset, seed=data.corpus_seed)
     models, seeds = study_models(settings), study_seeds(settings)
+    check_existing_runs(settings, models, seeds)
     costs = {seed: remaining_steps(settings, models, seed) for seed in seeds}
     clock = StudyClock(sum(sum(c.values()) for c in costs.values()))
     clock.timing["corpus"] = round(time.monotonic() - started, 1)

@@ -1,9 +1,10 @@
 """The study end to end on the tiny corpus: a two-phase model trained through the shared
 first phase equals the same model trained from scratch; the report is written, a rerun
-trains nothing and writes identical results."""
+trains nothing and writes identical results, and a rerun with another config refuses."""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import pathlib
@@ -54,6 +55,17 @@ def test_rerun_trains_nothing_and_writes_identical_results(tiny_study):
     assert path.read_text() == before
     assert len(metrics.read_text().splitlines()) == lines
     assert json.loads(before)["steps"] == 7
+
+
+def test_rerun_with_a_changed_config_names_the_stale_run_and_trains_nothing(tiny_study):
+    settings, _ = tiny_study
+    path = pathlib.Path(settings.out) / "results.json"
+    before = path.read_text()
+    changed = copy.deepcopy(settings)
+    changed.learning_rates.vgs = 0.5
+    with pytest.raises(ValueError, match=r"w2v2_vgs/seed0 was trained with another config"):
+        study.run_study(changed)
+    assert path.read_text() == before
 
 
 @pytest.mark.parametrize("preset", ["demo", "quick"])

@@ -58,6 +58,19 @@ def git_commit() -> dict[str, object] | None:
     return {"commit": commit, "dirty": bool(status.strip())}
 
 
+def host_cpu() -> str:
+    """The host CPU's model name. XLA compiles for the host's instruction set, so the same
+    seed on another CPU model rounds differently and a run drifts within seed noise."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def describe_run(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> dict:
     devices = jax.devices()
     return {
@@ -72,6 +85,8 @@ def describe_run(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> 
             "kind": devices[0].device_kind,
             "count": len(devices),
             "processes": jax.process_count(),
+            "host_cpu": host_cpu(),
+            "host_cores": os.cpu_count(),
         },
         "mesh": dict(zip(mesh.axis_names, (int(s) for s in mesh.devices.shape), strict=True)),
     }
