@@ -183,14 +183,13 @@ def check_unchanged(workdir: str, config: ml_collections.ConfigDict) -> None:
     A rerun keeps what is already trained, so a changed setting (an lr, the step budget)
     would otherwise mix old runs into the new study's table without a word.
     """
-    path = os.path.join(workdir, workdir_lib.MANIFEST)
-    if not os.path.exists(path):
+    recorded = workdir_lib.read_manifest(workdir)
+    if recorded is None:
         return
-    with open(path) as f:
-        old = json.load(f)["config"]
     resolved = copy.deepcopy(config)
     loop.prepare(resolved)  # the derived fields train() records (the frame geometry)
-    changed = manifest.config_differences(old, json.loads(resolved.to_json_best_effort()))
+    new = json.loads(resolved.to_json_best_effort())
+    changed = manifest.config_differences(recorded["config"], new)
     if changed:
         raise ValueError(
             f"{workdir} was trained with another config ({', '.join(changed)} differ); "
@@ -203,14 +202,14 @@ def check_existing_runs(
 ) -> None:
     """Every run a rerun would keep (models and shared first phases) matches ``settings``."""
     for seed in seeds:
+        firsts = {model.split("_")[0] for model in models if "_" in model}
+        for first in sorted(firsts):  # each shared first phase once, however many use it
+            check_unchanged(
+                first_phase_dir(settings.out, first, seed),
+                first_phase_config(settings, first, seed),
+            )
         for model in models:
             check_unchanged(run_dir(settings.out, model, seed), model_config(settings, model, seed))
-            if "_" in model:
-                first = model.split("_")[0]
-                check_unchanged(
-                    first_phase_dir(settings.out, first, seed),
-                    first_phase_config(settings, first, seed),
-                )
 
 
 def train_model(settings: ml_collections.ConfigDict, model: str, seed: int) -> str:
