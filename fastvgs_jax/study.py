@@ -241,11 +241,17 @@ def _seed_from_first_phase(first_dir: str, workdir: str, step: int) -> None:
 
 
 def evaluate_model(settings: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Test-split retrieval and ABX on every layer, cached in ``workdir/evaluation.json``."""
+    """Test-split retrieval and ABX on every layer, cached in ``workdir/evaluation.json``.
+
+    A cached evaluation of another retrieval split (``test_split`` changed since) is redone:
+    the model is kept, its numbers are not.
+    """
     path = os.path.join(workdir, EVALUATION_FILE)
     if os.path.exists(path):
         with open(path) as f:
-            return json.load(f)
+            cached = json.load(f)
+        if cached.get("retrieval", {}).get("split") == settings.test_split:
+            return cached
     results = evaluate.evaluate_run(
         workdir,
         tasks=("retrieval", "abx"),

@@ -173,3 +173,22 @@ def test_remaining_steps_count_each_shared_first_phase_once(tmp_path):
     finished.mkdir(parents=True)
     (finished / study.EVALUATION_FILE).write_text("{}")
     assert study.remaining_steps(settings, models, 0)["w2v2"] == 0
+
+
+def test_cached_evaluation_of_another_retrieval_split_is_redone(tmp_path, monkeypatch):
+    settings = configs.study.get_config("quick")
+    (tmp_path / study.EVALUATION_FILE).write_text(json.dumps({"retrieval": {"split": "test"}}))
+    calls = []
+
+    def evaluate_run(workdir, *, split, **_):
+        calls.append(split)
+        return {"retrieval": {"split": split}}
+
+    monkeypatch.setattr(study.evaluate, "evaluate_run", evaluate_run)
+    assert study.evaluate_model(settings, str(tmp_path))["retrieval"]["split"] == "test"
+    assert calls == []  # same split: the cache answers
+    settings.test_split = "validation"
+    assert study.evaluate_model(settings, str(tmp_path))["retrieval"]["split"] == "validation"
+    assert calls == ["validation"]
+    cached = json.loads((tmp_path / study.EVALUATION_FILE).read_text())
+    assert cached["retrieval"]["split"] == "validation"
