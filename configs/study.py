@@ -81,6 +81,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # measured), so at 0.5 Adam's shared updates follow the coarse loss alone and SSL never
     # leaves chance (contrastive loss pinned at 3.93 for 700 steps). 0.1 balances the two.
     s.vgsplus_alpha = 0.1
+    # Every VGS+ phase trains SSL alone (α = 0) for this share of the step budget, then takes
+    # the joint loss at vgsplus_alpha (None or 0: α from the phase's first step).
+    s.vgsplus_alpha_delay_share = ml_collections.FieldReference(None, field_type=float)
     s.test_split = "test"  # retrieval split of the final evaluation
     s.progress = True  # progress bars
 

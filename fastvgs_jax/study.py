@@ -111,6 +111,10 @@ def model_config(
     joint_alpha = settings.get("vgsplus_alpha")
     if joint_alpha is not None and not 0.0 < joint_alpha < 1.0:
         raise ValueError(f"vgsplus_alpha={joint_alpha}: VGS+ needs 0 < α < 1")
+    delay_share = settings.get("vgsplus_alpha_delay_share")
+    if delay_share is not None and not 0.0 <= delay_share < 1.0:
+        raise ValueError(f"vgsplus_alpha_delay_share={delay_share}: needs a share in [0, 1)")
+    alpha_delay = int(round((delay_share or 0.0) * int(settings.steps)))
     pool_shares = settings.get("audio_only_shares")
     for p in config.phases:
         for key, field in PER_OBJECTIVE_PHASE_FIELDS.items():
@@ -119,6 +123,10 @@ def model_config(
                 p[field] = float(values[p.name])
         if p.name == "vgsplus" and joint_alpha is not None:
             p.alpha.start = p.alpha.end = float(joint_alpha)
+        if p.name == "vgsplus" and alpha_delay:  # SSL alone first, then the joint loss
+            joint = float(p.alpha.start)
+            p.alpha.kind, p.alpha.start = "steps", 0.0
+            p.alpha.boundaries, p.alpha.values = (alpha_delay,), (joint,)
         pool_share = None if pool_shares is None else pool_shares.get(p.name)
         if pool_share:  # that share of the phase's batches: audio-only sentences, SSL alone
             has_ssl = run_config.OBJECTIVE_ALPHA[p.name] < 1.0

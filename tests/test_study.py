@@ -16,6 +16,7 @@ import pytest
 import configs.study
 from fastvgs_jax import study
 from fastvgs_jax.train import loop, snapshots
+from fastvgs_jax.train import phases as phases_lib
 
 
 def test_shared_first_phase_gives_the_from_scratch_model(tiny_study, uninterrupted):
@@ -159,6 +160,19 @@ def test_vgsplus_alpha_sets_only_the_joint_phases_coarse_weight():
     assert [(p.alpha.start, p.alpha.end) for p in phases] == [(0.25, 0.25), (1.0, 1.0)]
     settings.vgsplus_alpha = 1.0  # would silently turn VGS+ into VGS
     with pytest.raises(ValueError, match="vgsplus_alpha"):
+        study.model_config(settings, "vgsplus", 0)
+
+
+def test_vgsplus_alpha_delay_trains_ssl_alone_before_the_joint_loss():
+    settings = configs.study.get_config("quick")  # 70 steps: first phases of 20
+    settings.vgsplus_alpha, settings.vgsplus_alpha_delay_share = 0.25, 0.1
+    config = study.model_config(settings, "vgsplus_vgs", 0)
+    joint, vgs = phases_lib.phases_from_config(config)
+    assert [joint.alpha(k) for k in (0, 6, 7, 19)] == [0.0, 0.0, 0.25, 0.25]
+    assert joint.needs("audio_image") == (True, True)  # the VGS branch is built all along
+    assert [vgs.alpha(k) for k in (0, 49)] == [1.0, 1.0]  # VGS phases keep α = 1
+    settings.vgsplus_alpha_delay_share = 1.0
+    with pytest.raises(ValueError, match="vgsplus_alpha_delay_share"):
         study.model_config(settings, "vgsplus", 0)
 
 
