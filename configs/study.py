@@ -20,15 +20,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if preset not in PRESETS:
         raise ValueError(f"unknown study preset {preset!r}; expected one of {PRESETS}")
     s = ml_collections.ConfigDict()
-    s.name = preset  # names the results folder
+    s.name = preset  # the study's name in logs, results.json and table.md (the folder is `out`)
     s.out = f"results/{preset}"  # runs, evaluations, tables and plots go here
     # Comma-separated, so that --config.models=w2v2,vgs and --config.seeds=0,1 work.
     s.models = ",".join(MODELS)  # which of the nine models (the paper's order)
     s.seeds = "0"  # one full set of models per seed; tables show mean ± std
     # Optimiser steps per model (20 : 50 split). Nine models cost 8.1 × steps in all (shared
-    # first phases); benchmarks/study_step_time.py prices them: 57-84 min of training for the
-    # demo on 2 cores (this VM's speed varies by day: the whole demo took 36 min on
-    # 2026-12-02, 77 min the day before). README, "The study", has what 700 steps give.
+    # first phases); benchmarks/study_step_time.py prices them at ~63 min of training for the
+    # demo on 2 cores (dropout off, rbg; 84 min with dropout). This VM's speed varies by day:
+    # the whole demo took 36 min on 2026-12-02, 77 min the day before. README, "The study",
+    # has what 700 steps give.
     s.steps = 700 if preset == "demo" else 70
     # The Gumbel temperature falls from 2 to 0.5 over this share of the step budget (fairseq's
     # 0.999995 per update takes 280 k updates: a short run would keep the noisiest targets).
@@ -77,9 +78,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         {n: ml_collections.FieldReference(None, field_type=float) for n in ("w2v2", "vgsplus")}
     )
     # VGS+'s coarse weight α (SSL gets 1 − α; the paper: 0.5). With the CLIP loss below, the
-    # coarse gradient on the shared speech encoder is ~9× the SSL one at init (13.5 vs 1.5,
-    # measured), so at 0.5 Adam's shared updates follow the coarse loss alone and SSL never
-    # leaves chance (contrastive loss pinned at 3.93 for 700 steps). 0.1 balances the two.
+    # coarse gradient on the shared speech encoder is ~9× the SSL one at init (13.6 vs 1.45,
+    # benchmarks/objective_gradients.py), so at 0.5 Adam's shared updates follow the coarse
+    # loss alone and SSL never leaves chance (contrastive loss pinned at 3.93 for 700 steps).
+    # 0.1 balances the two.
     s.vgsplus_alpha = 0.1
     # Every VGS+ phase trains SSL alone (α = 0) for this share of the step budget, then takes
     # the joint loss at vgsplus_alpha (None or 0: α from the phase's first step).
@@ -117,8 +119,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     run.model.image.kind = "cnn"
     if preset == "demo":
         # 2.1 M parameters (the `small` preset's 10.7 M take 1.7 s a step here): 4 × 128,
-        # the VGS branch on layer 3; 0.74-1.0 s per VGS+ step, 0.63-0.95 SSL, 0.45-0.73 VGS at
-        # 16 × 4 s (benchmarks/study_step_time.py, on different days).
+        # the VGS branch on layer 3; 0.73 s per VGS+ step, 0.68 SSL, 0.58 VGS at 16 × 4 s with
+        # dropout off and rbg (benchmarks/study_step_time.py, 2026-12-02).
         m = run.model
         m.hidden_dim, m.logmel.channels, m.num_layers, m.num_heads, m.mlp_dim = 128, 128, 4, 4, 512
         m.pos_conv_kernel, m.pos_conv_groups, m.vgs_layer = 32, 8, 3
