@@ -73,6 +73,7 @@ def tiny_study(tiny_data_dir, tmp_path_factory):
     return settings, results
 
 
+@pytest.hookimpl(tryfirst=True)  # xdist's own hook turns the mark into the node id after it
 def pytest_collection_modifyitems(items):
     """Under pytest-xdist, every test that needs the session's tiny study (directly or through
     another fixture) runs on one worker, which builds the study once."""

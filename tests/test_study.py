@@ -31,6 +31,14 @@ def test_shared_first_phase_gives_the_from_scratch_model(tiny_study, uninterrupt
         np.testing.assert_array_equal(node, np.asarray(leaf), err_msg=str(path))
 
 
+def test_tiny_study_tests_share_one_xdist_group(tiny_study, request):
+    """Under pytest-xdist every user of the tiny study runs on one worker (conftest's
+    xdist_group mark), which builds the study once; a broken grouping doubles its cost."""
+    if not hasattr(request.config, "workerinput"):
+        pytest.skip("not running under pytest-xdist")
+    assert request.node.nodeid.endswith("@tiny_study"), request.node.nodeid
+
+
 def test_report_has_both_tables_plots_and_baselines(tiny_study):
     settings, results = tiny_study
     table = (pathlib.Path(settings.out) / "table.md").read_text()
