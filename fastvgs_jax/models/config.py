@@ -33,6 +33,9 @@ def model_config(size: str = "base") -> ml_collections.ConfigDict:
     c.logmel.conv_kernels = (3,)  # strided conv(s) after the filterbank
     c.logmel.conv_strides = (2,)  # 10 ms → 20 ms frames
     c.logmel.channels = 512  # conv output width (the quantizer's input dim)
+    # "frame": LayerNorm over each frame's bins; "utterance": per-bin mean/variance over the
+    # utterance's real frames (CMVN: removes a fixed channel, keeps the energy contour).
+    c.logmel.normalize = "frame"
     c.frontend_grad_scale = 0.1  # gradient multiplier into the frontend (fairseq 0.1; 0 freezes)
 
     # Transformer (post-LN, wav2vec2-base).

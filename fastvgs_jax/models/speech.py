@@ -83,7 +83,13 @@ class ConvFeatureExtractor(nn.Module):
 
 
 class LogMelFrontend(nn.Module):
-    """Log-mel filterbank (computed in JAX) → LayerNorm → strided conv(s) + GELU → 20 ms frames."""
+    """Log-mel filterbank (computed in JAX) → normalisation → strided conv(s) + GELU → 20 ms.
+
+    ``normalize="frame"``: a LayerNorm over each frame's mel bins (the spectral shape only:
+    every frame, silence included, comes out at the same level). ``"utterance"``: per-bin mean
+    and variance over the utterance's real frames (CMVN), which removes a fixed channel and
+    gain but keeps the energy contour over time; it needs the frame mask.
+    """
 
     channels: int
     num_mels: int = 80
@@ -92,16 +98,40 @@ class LogMelFrontend(nn.Module):
     fft_size: int = 512
     conv_kernels: tuple[int, ...] = (3,)
     conv_strides: tuple[int, ...] = (2,)
+    normalize: str = "frame"
     sample_rate: int = 16_000
     dtype: layers.Dtype = jnp.float32
 
+    def mel_frame_mask(self, frame_mask: jax.Array, num_mel_frames: int) -> jax.Array:
+        """[batch, frames] output-frame mask → [batch, num_mel_frames]: the mel frames the
+        real output frames read (at least one per utterance)."""
+        needed = jnp.sum(frame_mask, axis=1)
+        for k, s in reversed(list(zip(self.conv_kernels, self.conv_strides, strict=True))):
+            needed = (needed - 1) * s + k
+        needed = jnp.clip(needed, 1, num_mel_frames)
+        return jnp.arange(num_mel_frames)[None, :] < needed[:, None]
+
     @nn.compact
-    def __call__(self, audio: jax.Array) -> jax.Array:
-        """audio: [batch, samples] → [batch, frames, channels]."""
+    def __call__(self, audio: jax.Array, frame_mask: jax.Array | None = None) -> jax.Array:
+        """audio: [batch, samples] (frame_mask [batch, frames]) → [batch, frames, channels]."""
         mel = logmel.log_mel(
             audio, self.sample_rate, self.num_mels, self.window, self.hop, self.fft_size
         )
-        x = layers.layer_norm(1e-5, "mel_norm", "mel")(mel).astype(self.dtype)
+        if self.normalize == "frame":
+            x = layers.layer_norm(1e-5, "mel_norm", "mel")(mel).astype(self.dtype)
+        elif self.normalize == "utterance":
+            if frame_mask is None:
+                raise ValueError("logmel.normalize='utterance' needs the frame mask")
+            valid = self.mel_frame_mask(frame_mask, mel.shape[1])[..., None].astype(mel.dtype)
+            count = jnp.sum(valid, axis=1, keepdims=True)
+            mean = jnp.sum(mel * valid, axis=1, keepdims=True) / count
+            var = jnp.sum(jnp.square(mel - mean) * valid, axis=1, keepdims=True) / count
+            # Padding frames become zeros, so the conv reads nothing from them.
+            x = ((mel - mean) * jax.lax.rsqrt(var + 1e-5) * valid).astype(self.dtype)
+        else:
+            raise ValueError(
+                f"unknown logmel.normalize {self.normalize!r}; expected 'frame' or 'utterance'"
+            )
         for i, (k, s) in enumerate(zip(self.conv_kernels, self.conv_strides, strict=True)):
             x = nn.Conv(
                 self.channels,
@@ -193,6 +223,7 @@ class SpeechEncoder(nn.Module):
                 c.logmel.fft_size,
                 tuple(c.logmel.conv_kernels),
                 tuple(c.logmel.conv_strides),
+                c.logmel.normalize,
                 dtype=self.dtype,
             )
             self.frontend_dim = c.logmel.channels
@@ -247,7 +278,10 @@ class SpeechEncoder(nn.Module):
           num_layers: stop after this many transformer layers (default: all).
         """
         c = self.config
-        features = self.frontend(audio)
+        if c.frontend == "logmel":
+            features = self.frontend(audio, frame_mask)
+        else:
+            features = self.frontend(audio)
         if features.shape[1] != frame_mask.shape[1]:
             raise ValueError(
                 f"the {c.frontend} frontend gives {features.shape[1]} frames for "

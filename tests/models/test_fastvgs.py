@@ -140,6 +140,32 @@ def test_logmel_frontend_trains_ssl_and_matches_its_frame_geometry():
     assert float(jnp.abs(grads["speech_encoder"]["frontend"]["conv_0"]["kernel"]).max()) > 0
 
 
+def test_utterance_normalised_logmel_ignores_padding_gain_and_a_fixed_channel():
+    frontend = speech.LogMelFrontend(8, num_mels=20, normalize="utterance")
+    config = model_config("tiny")
+    config.frontend = "logmel"
+    geometry = speech.frame_geometry(config)
+    rng = np.random.default_rng(0)
+    voice = rng.standard_normal(8000).astype(np.float32)
+    # A fixed channel (a short FIR filter) and a gain are per-bin offsets in log-mel: CMVN
+    # removes them up to the spectral leakage of the filter, which is small.
+    coloured = 3.0 * np.convolve(voice, [1.0, 0.6], mode="same").astype(np.float32)
+    padded = np.zeros((2, 12000), np.float32)
+    padded[0, :8000] = voice
+    padded[1, :8000] = coloured
+    real = geometry.num_frames(8000)
+    mask = np.arange(geometry.num_frames(12000))[None, :] < np.array([[real], [real]])
+    variables = frontend.init(jax.random.key(0), jnp.asarray(padded), jnp.asarray(mask))
+    out = np.asarray(frontend.apply(variables, jnp.asarray(padded), jnp.asarray(mask)))
+    alone = np.asarray(
+        frontend.apply(variables, jnp.asarray(voice[None]), jnp.ones((1, real), bool))
+    )
+    np.testing.assert_allclose(out[0, :real], alone[0], atol=1e-4)  # padding is ignored
+    assert np.abs(out[1, :real] - out[0, :real]).mean() < 0.1 * np.abs(out[0, :real]).mean()
+    with pytest.raises(ValueError, match="needs the frame mask"):
+        frontend.apply(variables, jnp.asarray(padded))
+
+
 def test_bf16_compute_keeps_fp32_params_and_a_finite_loss():
     config = model_config("tiny")
     model = fastvgs.FaSTVGSPlus(config, dtype=jnp.bfloat16)
