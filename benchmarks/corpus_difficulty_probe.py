@@ -21,7 +21,8 @@ excluded (reported separately), so curves from busy and idle machines stay compa
 Output fields: benchmark, preset, corpus_seed, minutes, steps, train_examples_seen, params,
 test_images, test_captions, speech_to_image_r{1,5,10}, image_to_speech_r{1,5,10} (in %),
 chance_speech_to_image_r10 (%), curve [{minute, step, speech_to_image_r10,
-image_to_speech_r10}], plus throughput (steps_per_second, audio_seconds_per_second) and timings.
+image_to_speech_r10}], plus throughput (steps_per_second, audio_seconds_per_second), timings and the settings
+(batch_size, crop_seconds, normalize, ...).
 """
 
 from __future__ import annotations
@@ -51,6 +52,13 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Captions per training batc
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the initialisation and of the data order.")
 _EVAL_EVERY = flags.DEFINE_float("eval_every_minutes", 2.5, "Training minutes between evals.")
 _CROP_SECONDS = flags.DEFINE_float("crop_seconds", 6.0, "Random training crop per caption.")
+_NORMALIZE = flags.DEFINE_enum(
+    "normalize",
+    "utterance",
+    ["utterance", "frame"],
+    "Log-mel normalisation: per-bin mean/variance over the utterance (CMVN) or over each "
+    "frame's bins (the model's logmel.normalize='frame').",
+)
 _EVAL_CROP_SECONDS = flags.DEFINE_float(
     "eval_crop_seconds",
     None,
@@ -113,7 +121,7 @@ def num_frames(num_samples: int) -> int:
 
 
 def log_mel(audio: jax.Array, audio_mask: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Per-utterance normalised log-mel features.
+    """Normalised log-mel features: per bin over the utterance, or per frame (--normalize).
 
     Args:
       audio: [B, L] float32 waveform at 16 kHz.
@@ -136,9 +144,13 @@ def log_mel(audio: jax.Array, audio_mask: jax.Array) -> tuple[jax.Array, jax.Arr
     valid_frames = jnp.maximum(1, (valid_samples - WINDOW) // HOP + 1)
     frame_mask = jnp.arange(frames_total)[None, :] < valid_frames[:, None]  # [B, F]
     weights = frame_mask[..., None].astype(features.dtype)
-    count = weights.sum(axis=1, keepdims=True)
-    mean = (features * weights).sum(axis=1, keepdims=True) / count
-    var = (((features - mean) * weights) ** 2).sum(axis=1, keepdims=True) / count
+    if _NORMALIZE.value == "frame":
+        mean = features.mean(axis=-1, keepdims=True)
+        var = ((features - mean) ** 2).mean(axis=-1, keepdims=True)
+    else:
+        count = weights.sum(axis=1, keepdims=True)
+        mean = (features * weights).sum(axis=1, keepdims=True) / count
+        var = (((features - mean) * weights) ** 2).sum(axis=1, keepdims=True) / count
     features = (features - mean) * jax.lax.rsqrt(var + 1e-5) * weights
     return features, frame_mask
 
@@ -495,6 +507,7 @@ def main(argv: Sequence[str]) -> None:
         "batch_size": _BATCH_SIZE.value,
         "crop_seconds": _CROP_SECONDS.value,
         "eval_crop_seconds": eval_crop_seconds,
+        "normalize": _NORMALIZE.value,
         "seed": _SEED.value,
         "cpu_cores": os.cpu_count(),
     }
