@@ -21,8 +21,8 @@ excluded (reported separately), so curves from busy and idle machines stay compa
 Output fields: benchmark, preset, corpus_seed, minutes, steps, train_examples_seen, params,
 test_images, test_captions, speech_to_image_r{1,5,10}, image_to_speech_r{1,5,10} (in %),
 chance_speech_to_image_r10 (%), curve [{minute, step, speech_to_image_r10,
-image_to_speech_r10}], plus throughput (steps_per_second, audio_seconds_per_second), timings and the settings
-(batch_size, crop_seconds, normalize, ...).
+image_to_speech_r10}], plus throughput (steps_per_second, audio_seconds_per_second),
+timings and the settings (batch_size, crop_seconds, normalize, ...).
 """
 
 from __future__ import annotations
