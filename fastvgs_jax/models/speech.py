@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from fastvgs_jax.frames import FrameGeometry
-from fastvgs_jax.models import layers, logmel
+from fastvgs_jax.models import layers, logmel, vgs
 
 
 def frame_geometry(config: ml_collections.ConfigDict) -> FrameGeometry:
@@ -49,8 +49,9 @@ class ConvFeatureExtractor(nn.Module):
     dtype: layers.Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, audio: jax.Array) -> jax.Array:
-        """audio: [batch, samples] → [batch, frames, channels[-1]]."""
+    def __call__(self, audio: jax.Array, frame_mask: jax.Array | None = None) -> jax.Array:
+        """audio: [batch, samples] → [batch, frames, channels[-1]] (the mask is not needed)."""
+        del frame_mask
         if self.norm not in ("group", "layer"):
             raise ValueError(f"unknown CNN norm {self.norm!r}; expected 'group' or 'layer'")
         x = audio[..., None].astype(self.dtype)
@@ -122,12 +123,12 @@ class LogMelFrontend(nn.Module):
         elif self.normalize == "utterance":
             if frame_mask is None:
                 raise ValueError("logmel.normalize='utterance' needs the frame mask")
-            valid = self.mel_frame_mask(frame_mask, mel.shape[1])[..., None].astype(mel.dtype)
-            count = jnp.sum(valid, axis=1, keepdims=True)
-            mean = jnp.sum(mel * valid, axis=1, keepdims=True) / count
-            var = jnp.sum(jnp.square(mel - mean) * valid, axis=1, keepdims=True) / count
+            valid = self.mel_frame_mask(frame_mask, mel.shape[1])
+            mean = vgs.masked_frame_mean(mel, valid)[:, None]
+            var = vgs.masked_frame_mean(jnp.square(mel - mean), valid)[:, None]
             # Padding frames become zeros, so the conv reads nothing from them.
-            x = ((mel - mean) * jax.lax.rsqrt(var + 1e-5) * valid).astype(self.dtype)
+            x = jnp.where(valid[..., None], (mel - mean) * jax.lax.rsqrt(var + 1e-5), 0)
+            x = x.astype(self.dtype)
         else:
             raise ValueError(
                 f"unknown logmel.normalize {self.normalize!r}; expected 'frame' or 'utterance'"
@@ -278,10 +279,7 @@ class SpeechEncoder(nn.Module):
           num_layers: stop after this many transformer layers (default: all).
         """
         c = self.config
-        if c.frontend == "logmel":
-            features = self.frontend(audio, frame_mask)
-        else:
-            features = self.frontend(audio)
+        features = self.frontend(audio, frame_mask)
         if features.shape[1] != frame_mask.shape[1]:
             raise ValueError(
                 f"the {c.frontend} frontend gives {features.shape[1]} frames for "
