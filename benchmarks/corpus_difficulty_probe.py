@@ -43,6 +43,7 @@ import optax
 from absl import app, flags
 
 from fastvgs_jax.data import pipelines, sources
+from fastvgs_jax.data.spoken_scenes import scenes
 
 _DATA_DIR = flags.DEFINE_string("data_dir", "data", "TFDS data dir holding the built corpus.")
 _PRESET = flags.DEFINE_string("preset", "small", "Corpus size preset (tiny | small | large).")
@@ -58,6 +59,14 @@ _NORMALIZE = flags.DEFINE_enum(
     ["utterance", "frame"],
     "Log-mel normalisation: per-bin mean/variance over the utterance (CMVN) or over each "
     "frame's bins (the model's logmel.normalize='frame').",
+)
+_IMAGE_INPUT = flags.DEFINE_enum(
+    "image_input",
+    "pixels",
+    ["pixels", "attributes"],
+    "What the image tower sees: the rendered pixels (a CNN), or the scene's ground-truth "
+    "object attributes (a multi-hot over shape x colour, shape, colour and size, then an MLP): "
+    "an oracle image side, so that the speech side's share of the difficulty shows.",
 )
 _EVAL_CROP_SECONDS = flags.DEFINE_float(
     "eval_crop_seconds",
@@ -190,6 +199,32 @@ class SpeechEncoder(nn.Module):
         return nn.Dense(EMBED_DIM)(masked_mean(x, mask))
 
 
+class AttributeImageEncoder(nn.Module):
+    """Ground-truth attribute multi-hot [B, A] -> MLP -> [B, EMBED_DIM] (--image_input)."""
+
+    @nn.compact
+    def __call__(self, attributes: jax.Array) -> jax.Array:
+        return nn.Dense(EMBED_DIM)(nn.gelu(nn.Dense(256)(attributes)))
+
+
+def attribute_table(*split_sources: Any) -> np.ndarray:
+    """[max image_id + 1, A]: every image's attribute multi-hot (``scenes.attribute_targets``
+    over the full vocabulary), indexed by image_id."""
+    rows: dict[int, np.ndarray] = {}
+    for source in split_sources:
+        for index in range(len(source)):
+            example = source[index]
+            scene = example["scene"]
+            scene = scene.decode() if isinstance(scene, bytes) else str(scene)
+            scene = scenes.Scene.from_json_dict(json.loads(scene))
+            targets = scenes.attribute_targets(scene, scenes.SceneVocabulary())
+            rows.setdefault(int(example["image_id"]), targets)
+    table = np.zeros((max(rows) + 1, len(next(iter(rows.values())))), np.float32)
+    for image_id, row in rows.items():
+        table[image_id] = row
+    return table
+
+
 class ImageEncoder(nn.Module):
     """Strided CNN -> global average pool -> [B, EMBED_DIM] (not normalised)."""
 
@@ -210,7 +245,9 @@ class DualEncoder(nn.Module):
 
     def setup(self) -> None:
         self.speech = SpeechEncoder()
-        self.image = ImageEncoder()
+        self.image = (
+            AttributeImageEncoder() if _IMAGE_INPUT.value == "attributes" else ImageEncoder()
+        )
         self.log_scale = self.param("log_scale", nn.initializers.constant(INIT_LOG_SCALE), ())
 
     def encode_speech(self, audio: jax.Array, audio_mask: jax.Array) -> jax.Array:
@@ -298,9 +335,12 @@ def make_train_step(
 TRAIN_KEYS = ("audio", "audio_mask", "image", "image_id")
 
 
-def to_train_batch(batch: Batch) -> Batch:
-    """Keeps the arrays the step reads; int32 ids (JAX runs without x64)."""
+def to_train_batch(batch: Batch, attributes: np.ndarray | None = None) -> Batch:
+    """Keeps the arrays the step reads; int32 ids (JAX runs without x64). With ``attributes``
+    ([image ids, A]), the image is replaced by its scene's attribute multi-hot."""
     out = {key: batch[key] for key in TRAIN_KEYS}
+    if attributes is not None:
+        out["image"] = attributes[batch["image_id"]]
     out["image_id"] = out["image_id"].astype(np.int32)
     return out
 
@@ -342,8 +382,15 @@ def retrieval_recalls(
 class Evaluator:
     """Encodes the test split once per call and scores every unique image x every caption."""
 
-    def __init__(self, model: DualEncoder, test_source: Any, spec: pipelines.StreamSpec):
+    def __init__(
+        self,
+        model: DualEncoder,
+        test_source: Any,
+        spec: pipelines.StreamSpec,
+        attributes: np.ndarray | None = None,
+    ):
         self._source = test_source
+        self.attributes = attributes
         self._spec = spec
         self._encode_speech = jax.jit(
             lambda p, audio, mask: model.apply(p, audio, mask, method=DualEncoder.encode_speech)
@@ -369,7 +416,12 @@ class Evaluator:
             truncated += int(batch["audio_mask"][keep].all(axis=1).sum())
             new = [row for row, i in enumerate(ids) if int(i) not in image_rows]
             if new:
-                images = np.asarray(self._encode_image(params, batch["image"]))[keep]
+                pixels = (
+                    batch["image"]
+                    if self.attributes is None
+                    else self.attributes[batch["image_id"]]
+                )
+                images = np.asarray(self._encode_image(params, pixels))[keep]
                 for row in new:
                     image_rows.setdefault(int(ids[row]), images[row])
         speech = np.concatenate(speech_parts)  # [C, D]
@@ -412,7 +464,10 @@ def main(argv: Sequence[str]) -> None:
 
     model = DualEncoder()
     optimizer = make_optimizer()
-    first = to_train_batch(next(batches))
+    attributes = None
+    if _IMAGE_INPUT.value == "attributes":
+        attributes = attribute_table(train_source, test_source)
+    first = to_train_batch(next(batches), attributes)
     params = model.init(
         jax.random.key(_SEED.value), first["audio"], first["audio_mask"], first["image"]
     )
@@ -430,7 +485,7 @@ def main(argv: Sequence[str]) -> None:
     )
     compile_seconds = time.perf_counter() - start
 
-    evaluate = Evaluator(model, test_source, eval_spec)
+    evaluate = Evaluator(model, test_source, eval_spec, attributes)
     curve: list[dict[str, float]] = []
     eval_seconds = 0.0
 
@@ -461,7 +516,7 @@ def main(argv: Sequence[str]) -> None:
     while train_seconds < budget:
         start = time.perf_counter()
         if step > 0:
-            batch = to_train_batch(next(batches))
+            batch = to_train_batch(next(batches), attributes)
         valid_samples += int(batch["audio_mask"].sum())
         params, opt_state, metrics = train_step(params, opt_state, batch)
         # Wait for the step so the clock measures work, not dispatch.
@@ -508,6 +563,7 @@ def main(argv: Sequence[str]) -> None:
         "crop_seconds": _CROP_SECONDS.value,
         "eval_crop_seconds": eval_crop_seconds,
         "normalize": _NORMALIZE.value,
+        "image_input": _IMAGE_INPUT.value,
         "seed": _SEED.value,
         "cpu_cores": os.cpu_count(),
     }

@@ -131,6 +131,37 @@ class SceneVocabulary:
                 raise ValueError(f"{name} must be a non-empty subset of {known}; got {values}")
 
 
+def attribute_names(vocabulary: SceneVocabulary) -> list[str]:
+    """Names of ``attribute_targets``' entries: shape×colour, shape, colour, then size×shape."""
+    v = vocabulary
+    return (
+        [f"{colour} {shape}" for shape in v.shapes for colour in v.colours]
+        + list(v.shapes)
+        + list(v.colours)
+        + [f"{size} {shape}" for size in v.sizes for shape in v.shapes]
+    )
+
+
+def attribute_targets(scene: Scene, vocabulary: SceneVocabulary) -> np.ndarray:
+    """[A] float32 multi-hot of what a scene contains, ``A = len(attribute_names(vocabulary))``.
+
+    The labels an object detector's classifier would be trained on (Visual Genome's objects and
+    attributes for FaST-VGS's detector): which coloured shapes, shapes, colours and sized
+    shapes are present. Positions and counts are left to the model that reads the features.
+    """
+    v = vocabulary
+    blocks = (len(v.shapes) * len(v.colours), len(v.shapes), len(v.colours))
+    offsets = np.cumsum((0,) + blocks)
+    out = np.zeros(offsets[-1] + len(v.sizes) * len(v.shapes), np.float32)
+    for obj in scene.objects:
+        shape, colour = v.shapes.index(obj.shape), v.colours.index(obj.colour)
+        out[offsets[0] + shape * len(v.colours) + colour] = 1.0
+        out[offsets[1] + shape] = 1.0
+        out[offsets[2] + colour] = 1.0
+        out[offsets[3] + v.sizes.index(obj.size) * len(v.shapes) + shape] = 1.0
+    return out
+
+
 def _place(rng: np.random.Generator, radii: Sequence[float]) -> list[tuple[float, float]] | None:
     """Non-overlapping centres for discs of the given radii, or None if placement failed."""
     centres: list[tuple[float, float]] = []
