@@ -64,6 +64,7 @@ def tiny_study(tiny_data_dir, tmp_path_factory):
     settings.steps = 7
     settings.progress = False
     settings.run = tiny_run_config(tiny_data_dir)
+    settings.image_tower.enabled = False  # the reference run's ViT image side
     settings.temperature_anneal_share = None  # keep the reference run's temperature schedule
     settings.history.points = None  # the run's own eval_every below
     settings.run.eval_every = 3

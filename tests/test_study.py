@@ -87,6 +87,18 @@ def test_study_presets_give_valid_runs_for_every_model(preset):
         assert settings.run.model.frontend == "logmel"
 
 
+def test_every_study_model_reads_the_one_pretrained_tower_frozen():
+    settings = configs.study.get_config("quick")
+    configs_ = [
+        study.model_config(settings, m, seed) for m in ("vgs", "w2v2_vgs") for seed in (0, 1)
+    ]
+    assert {c.image_tower_init for c in configs_} == {study.image_tower_path(settings.out)}
+    assert all(c.model.image.cnn_frozen for c in configs_)
+    settings.image_tower.enabled = False  # from scratch: nothing loaded, the convs train
+    config = study.model_config(settings, "vgs", 0)
+    assert config.image_tower_init == "" and not config.model.image.cnn_frozen
+
+
 def test_unknown_study_models_are_named():
     settings = configs.study.get_config("quick")
     settings.models = "w2v2,vgs_ssl"

@@ -95,6 +95,10 @@ def model_config(size: str = "base") -> ml_collections.ConfigDict:
     c.image = ml_collections.ConfigDict()
     c.image.kind = "vit"
     c.image.cnn_widths = (32, 64, 128, 256)  # kind="cnn": channels of the stride-2 3×3 convs
+    # kind="cnn": no gradient into the convs and no update of them (a pretrained tower loaded
+    # by the run's image_tower_init, read frozen as FaST-VGS reads its detector's features);
+    # the projection after them still trains.
+    c.image.cnn_frozen = False
     c.image.patch_size = 8  # ViT patch side (pixels); 64×64 corpus images → 64 patches
     c.image.num_layers = 6  # BERT layers on patches/regions
     c.image.num_heads = 12

@@ -62,6 +62,19 @@ def check_model_config(config: ml_collections.ConfigDict) -> None:
 VGS_BRANCH = ("audio_pooler", "image_encoder", "log_scale")
 # Where the frontend's parameters live; ``frontend_grad_scale`` = 0 freezes this subtree.
 FRONTEND_PATH = ("speech_encoder", "frontend")
+# Where the conv image tower lives (image.kind="cnn"); its convs freeze at image.cnn_frozen.
+IMAGE_TOWER_PATH = ("image_encoder", "cnn")
+
+
+def frozen_prefixes(config: ml_collections.ConfigDict) -> tuple[tuple[str, ...], ...]:
+    """Parameter-path prefixes that training never changes: the frontend when
+    ``frontend_grad_scale`` is 0, a pretrained conv image tower's convs (not its projection)
+    when ``image.cnn_frozen``."""
+    prefixes = [FRONTEND_PATH] if config.frontend_grad_scale == 0 else []
+    if config.image.kind == "cnn" and config.image.get("cnn_frozen", False):
+        for k in range(len(config.image.cnn_widths)):
+            prefixes += [(*IMAGE_TOWER_PATH, f"conv_{k}"), (*IMAGE_TOWER_PATH, f"norm_{k}")]
+    return tuple(prefixes)
 
 
 class FaSTVGSPlus(nn.Module):

@@ -160,6 +160,7 @@ class ConvImageTower(nn.Module):
     widths: tuple[int, ...]
     embed_dim: int
     dtype: layers.Dtype = jnp.float32
+    frozen: bool = False  # a pretrained tower: gradients stop before the projection
 
     @nn.compact
     def __call__(self, image: jax.Array) -> jax.Array:
@@ -179,8 +180,11 @@ class ConvImageTower(nn.Module):
                 name=f"conv_{k}",
             )(x)
             x = layers.gelu(layers.layer_norm(1e-6, f"norm_{k}", "conv_out")(x).astype(self.dtype))
+        features = x.mean(axis=(1, 2))
+        if self.frozen:  # no backward pass through convs that are never updated
+            features = jax.lax.stop_gradient(features)
         return layers.dense(self.embed_dim, ("conv_out", "embed"), self.dtype, "projection")(
-            x.mean(axis=(1, 2))
+            features
         )
 
 
@@ -214,7 +218,8 @@ class ImageEncoder(nn.Module):
         if c.kind == "cnn":
             if image is None:
                 raise ValueError("image.kind='cnn' needs pixels [batch, H, W, 3]")
-            return ConvImageTower(tuple(c.cnn_widths), d, self.dtype, name="cnn")(image)
+            frozen = bool(c.get("cnn_frozen", False))
+            return ConvImageTower(tuple(c.cnn_widths), d, self.dtype, frozen, name="cnn")(image)
         if c.kind == "regions":
             if regions is None or boxes is None:
                 raise ValueError("image.kind='regions' needs region features and boxes")

@@ -88,6 +88,9 @@ def base_config(model_size: str = "base", data_preset: str = "small") -> ml_coll
     c.precision = "fp32"  # fp32 | bf16 (bf16 compute, fp32 parameters and optimiser state)
     c.mesh_shape = (-1, 1, 1)  # (data, fsdp, model); -1 takes the remaining devices
     c.prng_impl = "threefry2x32"  # or rbg / unsafe_rbg (XLA RngBitGenerator: faster)
+    # A pretrained conv image tower (fastvgs_jax/train/image_tower.py) whose convs replace the
+    # initial ones when a run starts afresh ("": none); model.image.cnn_frozen keeps them.
+    c.image_tower_init = ""
 
     c.log_every = 10  # steps between metric lines (JSONL, TensorBoard, console)
     c.eval_every = 500  # steps between evaluation-hook calls (and at every phase end)

@@ -23,7 +23,7 @@ import numpy as np
 
 from fastvgs_jax.data import pipelines
 from fastvgs_jax.models import fastvgs, sharding, speech
-from fastvgs_jax.train import manifest, reporting, snapshots
+from fastvgs_jax.train import image_tower, manifest, reporting, snapshots
 from fastvgs_jax.train import optimizer as optimizer_lib
 from fastvgs_jax.train import phases as phases_lib
 from fastvgs_jax.train.step import TrainState, init_state, make_train_step, state_shardings
@@ -77,6 +77,11 @@ def prepare(
         raise ValueError(f"precision={config.precision!r}; expected 'fp32' or 'bf16'")
     if config.nonfinite not in ("stop", "skip"):
         raise ValueError(f"nonfinite={config.nonfinite!r}; expected 'stop' or 'skip'")
+    if config.get("image_tower_init") and config.model.image.kind != "cnn":
+        raise ValueError(
+            f"image_tower_init={config.image_tower_init!r} needs model.image.kind='cnn', "
+            f"not {config.model.image.kind!r}"
+        )
     return plan
 
 
@@ -157,8 +162,12 @@ def train(
     if restored is not None:
         state, resume_meta = restored
         log.info("resumed from snapshot %d (%s)", int(state.step), resume_meta["phase"])
-    elif init_from:
-        state, _ = snapshots.init_from(init_from, state)
+    else:
+        if config.get("image_tower_init"):
+            params = image_tower.load_into(state.params, config.image_tower_init)
+            state = state.replace(params=params)
+        if init_from:
+            state, _ = snapshots.init_from(init_from, state)
     if int(state.step) >= total:
         manager.wait_until_finished()
         return state  # already finished: nothing to compile or record

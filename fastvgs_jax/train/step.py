@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import Any
 
 import flax
@@ -89,9 +90,9 @@ def make_train_step(
     bad state never exists to be saved.
     """
 
-    # A zero gradient scale stops the gradient, but decoupled weight decay would still shrink
-    # the frontend every step; frozen means its parameters never change.
-    frozen_frontend = model.config.frontend_grad_scale == 0
+    # A stopped gradient is not enough: decoupled weight decay would still shrink those
+    # parameters every step; frozen means they never change.
+    frozen = fastvgs.frozen_prefixes(model.config)
 
     def step(state: TrainState, batch: dict, coarse_weight, ssl_weight, lr, branch_lr):
         key = jax.random.fold_in(state.key, state.step)
@@ -115,7 +116,7 @@ def make_train_step(
         )
         grad_norm = optax.tree.norm(grads)
         direction, opt_state = tx.update(grads, state.opt_state, state.params)
-        updates = scale_updates(direction, lr, branch_lr, frozen_frontend)
+        updates = scale_updates(direction, lr, branch_lr, frozen)
         params = optax.apply_updates(state.params, updates)
         update_norm = optax.tree.norm(updates)
         # An update can overflow even when the loss and gradient are finite (a huge lr).
@@ -136,13 +137,14 @@ def make_train_step(
     return step
 
 
-def scale_updates(direction, lr, branch_lr, frozen_frontend: bool = False):
+def scale_updates(direction, lr, branch_lr, frozen: Sequence[tuple[str, ...]] = ()):
     """``-rate · direction`` per parameter: ``branch_lr`` under the top-level subtrees of
-    ``fastvgs.VGS_BRANCH``, ``lr`` elsewhere (scalars, traced or not), and 0 on the speech
-    encoder's frontend when ``frozen_frontend``."""
+    ``fastvgs.VGS_BRANCH``, ``lr`` elsewhere (scalars, traced or not), and 0 under every
+    path prefix in ``frozen`` (``fastvgs.frozen_prefixes``)."""
 
     def scale(path, d):
-        if frozen_frontend and tuple(p.key for p in path[:2]) == fastvgs.FRONTEND_PATH:
+        keys = tuple(p.key for p in path)
+        if any(keys[: len(prefix)] == tuple(prefix) for prefix in frozen):
             return jnp.zeros_like(d)
         rate = branch_lr if path[0].key in fastvgs.VGS_BRANCH else lr
         return (-rate * d).astype(d.dtype)
