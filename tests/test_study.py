@@ -78,8 +78,12 @@ def test_rerun_with_a_changed_config_names_the_stale_run_and_trains_nothing(tiny
 
 
 @pytest.mark.parametrize("preset", ["demo", "quick"])
-def test_study_presets_give_valid_runs_for_every_model(preset):
+def test_study_presets_give_valid_runs_for_every_model(preset, tmp_path):
     settings = configs.study.get_config(preset)
+    settings.out = str(tmp_path)
+    tower = pathlib.Path(study.image_tower_path(settings.out))
+    tower.parent.mkdir()
+    tower.touch()  # prepare checks that the run's tower exists, not what it holds
     study.check_settings(settings)
     for model in study.study_models(settings):
         plan = loop.prepare(study.model_config(settings, model, 0))
@@ -97,6 +101,35 @@ def test_every_study_model_reads_the_one_pretrained_tower_frozen():
     settings.image_tower.enabled = False  # from scratch: nothing loaded, the convs train
     config = study.model_config(settings, "vgs", 0)
     assert config.image_tower_init == "" and not config.model.image.cnn_frozen
+
+
+def test_study_tower_is_pretrained_once_and_named_in_the_table(tmp_path, monkeypatch):
+    from fastvgs_jax.train import image_tower
+
+    settings = configs.study.get_config("quick")
+    settings.out = str(tmp_path)
+    settings.image_tower.steps, settings.image_tower.num_scenes = 3, 16
+    first = study.ensure_image_tower(settings)
+    assert os.path.exists(study.image_tower_path(settings.out))
+    monkeypatch.setattr(image_tower, "pretrain", lambda _: pytest.fail("retrained"))
+    assert json.dumps(study.ensure_image_tower(settings)) == json.dumps(first)
+    table = study.tables_markdown(
+        {**_empty_results(), "image_tower": {"attribute_f1": 97.4, "scene_exact_match": 80.3}}
+    )
+    assert "read frozen by every model (held-out attribute F1 97.4 %" in table
+
+
+def _empty_results() -> dict:
+    missing = {"mean": None, "std": None, "n": 0, "layers": [None]}
+    return {
+        "study": "t",
+        "seeds": [0],
+        "steps": 1,
+        "model": {"size": "tiny", "frontend": "logmel", "num_layers": 1, "hidden_dim": 1},
+        "data": {"preset": "tiny", "split": "test"},
+        "models": {},
+        "reference": {n: {"within": missing, "across": missing} for n in ("mfcc", "random_init")},
+    }
 
 
 def test_unknown_study_models_are_named():

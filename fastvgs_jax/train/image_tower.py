@@ -34,6 +34,7 @@ import optax
 from fastvgs_jax.data import audio as audio_lib
 from fastvgs_jax.data.spoken_scenes import corpus, render, scenes
 from fastvgs_jax.models import fastvgs, vgs
+from fastvgs_jax.train import manifest
 
 log = logging.getLogger(__name__)
 
@@ -185,9 +186,10 @@ def save(path: str, params: Mapping, settings: TowerSettings, metrics: Mapping) 
         {"meta": json.dumps(meta, sort_keys=True), "params": jax.tree.map(np.asarray, params)}
     )
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path + ".tmp", "wb") as f:
+    partial = f"{path}.tmp{jax.process_index()}"  # hosts sharing a disk never share one
+    with open(partial, "wb") as f:
         f.write(blob)
-    os.replace(path + ".tmp", path)
+    os.replace(partial, path)
 
 
 def load(path: str) -> tuple[dict, dict]:
@@ -225,29 +227,32 @@ def load_into(params: Mapping, path: str) -> dict:
         raise ImageTowerError(
             f"image_tower_init={path}: the model has no conv image tower (image.kind='cnn')"
         )
+    layers = set(tower) - {"projection"}  # the tower's projection is its classifier
+    if layers != set(current) - {"projection"}:
+        raise ImageTowerError(
+            f"image_tower_init={path}: its layers {sorted(layers)} are not the model's "
+            f"{sorted(set(current) - {'projection'})}; image.cnn_widths differ"
+        )
     merged = dict(current)
-    for name, layer in tower.items():
-        if name == "projection":
-            continue
-        if name not in current:
-            raise ImageTowerError(
-                f"image_tower_init={path}: {name} is not in the model's tower "
-                f"({sorted(current)}); image.cnn_widths differ"
-            )
+    for name in sorted(layers):
+        layer = tower[name]
         mismatched = jax.tree.map(lambda a, b: np.shape(a) != np.shape(b), layer, current[name])
         if any(jax.tree.leaves(mismatched)):
             raise ImageTowerError(
                 f"image_tower_init={path}: {name}'s shapes differ from the model's "
                 "(image.cnn_widths differ)"
             )
-        merged[name] = jax.tree.map(
-            lambda new, old: jnp.asarray(new, old.dtype), layer, current[name]
+        merged[name] = jax.tree.map(  # in the model's dtype and shards
+            lambda new, old: jax.device_put(jnp.asarray(new, old.dtype), old.sharding),
+            layer,
+            current[name],
         )
     return {**params, outer: {**params[outer], inner: merged}}
 
 
 def ensure_pretrained(path: str, settings: TowerSettings) -> dict:
-    """The tower at ``path``, trained and saved first if absent; returns its metrics.
+    """The tower at ``path``, trained and saved first if absent; returns its metrics (keys
+    sorted, so that a report written from them does not depend on which happened).
 
     Raises:
       ImageTowerError: a tower is there, trained with other settings (runs that loaded it
@@ -255,17 +260,16 @@ def ensure_pretrained(path: str, settings: TowerSettings) -> dict:
     """
     if os.path.exists(path):
         _, meta = load(path)
-        if meta["settings"] != settings.to_json_dict():
-            changed = sorted(
-                k for k, v in settings.to_json_dict().items() if meta["settings"].get(k) != v
-            )
+        changed = manifest.config_differences(meta["settings"], settings.to_json_dict())
+        if changed:
             raise ImageTowerError(
                 f"image tower {path} was trained with other settings ({', '.join(changed)} "
                 "differ); delete it and the runs that loaded it, or pass another --config.out"
             )
-        return meta["metrics"]
-    log.info("pretraining the image tower (%d steps) → %s", settings.steps, path)
-    params, metrics = pretrain(settings)
-    save(path, params, settings, metrics)
-    log.info("image tower: %s", json.dumps(metrics))
-    return metrics
+        metrics = meta["metrics"]
+    else:
+        log.info("pretraining the image tower (%d steps) → %s", settings.steps, path)
+        params, metrics = pretrain(settings)
+        save(path, params, settings, metrics)
+        log.info("image tower: %s", json.dumps(metrics))
+    return dict(sorted(metrics.items()))  # one order, trained here or read back

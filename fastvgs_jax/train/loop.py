@@ -77,10 +77,14 @@ def prepare(
         raise ValueError(f"precision={config.precision!r}; expected 'fp32' or 'bf16'")
     if config.nonfinite not in ("stop", "skip"):
         raise ValueError(f"nonfinite={config.nonfinite!r}; expected 'stop' or 'skip'")
-    if config.get("image_tower_init") and config.model.image.kind != "cnn":
-        raise ValueError(
-            f"image_tower_init={config.image_tower_init!r} needs model.image.kind='cnn', "
-            f"not {config.model.image.kind!r}"
+    tower = config.get("image_tower_init")
+    if (tower or config.model.image.get("cnn_frozen")) and config.model.image.kind != "cnn":
+        what = f"image_tower_init={tower!r}" if tower else "model.image.cnn_frozen"
+        raise ValueError(f"{what} needs model.image.kind='cnn', not {config.model.image.kind!r}")
+    if tower and not os.path.exists(tower):
+        raise image_tower.ImageTowerError(
+            f"image_tower_init={tower}: no such file (launch/pretrain_image_tower.py trains "
+            "one; the study trains its own)"
         )
     return plan
 

@@ -66,12 +66,30 @@ def test_pretraining_sees_more_than_the_attributes_base_rates():
     assert metrics["attribute_f1"] > 10.0
 
 
-def test_a_kept_tower_is_reused_and_one_with_other_settings_is_named(tmp_path):
+def test_a_kept_tower_is_reused_and_one_with_other_settings_is_named(tmp_path, monkeypatch):
     path = str(tmp_path / "tower.msgpack")
     first = image_tower.ensure_pretrained(path, TINY)
-    assert image_tower.ensure_pretrained(path, TINY) == first  # read back, not retrained
+
+    def pretrain(settings):
+        raise AssertionError("a kept tower was retrained")
+
+    monkeypatch.setattr(image_tower, "pretrain", pretrain)
+    again = image_tower.ensure_pretrained(path, TINY)
+    assert list(again.items()) == list(first.items())  # same values, same order: same report
     with pytest.raises(image_tower.ImageTowerError, match="steps differ"):
         image_tower.ensure_pretrained(path, dataclasses.replace(TINY, steps=4))
+
+
+def test_a_frozen_tower_passes_no_gradient_to_its_convs():
+    """Zeroed updates alone would keep the convs fixed, but their gradients would still
+    count in the clipped global norm and so change every other parameter's update."""
+    image = np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype(np.float32)
+    tower = vgs.ConvImageTower(WIDTHS, 4, frozen=True)
+    params = flax.linen.meta.unbox(tower.init(jax.random.key(0), image)["params"])
+    grads = jax.grad(lambda p: tower.apply({"params": p}, image).sum())(params)
+    for name, grad in grads.items():
+        norms = [float(np.abs(g).sum()) for g in jax.tree.leaves(grad)]
+        assert (max(norms) > 0) == (name == "projection"), name
 
 
 def test_a_corrupt_or_missing_tower_is_named(tmp_path):
@@ -108,12 +126,24 @@ def test_a_run_starts_from_the_towers_convs_and_never_changes_them(tiny_data_dir
             assert all(same), name
 
 
-def test_a_tower_of_other_widths_is_refused_before_training(tiny_data_dir, tmp_path):
-    _random_tower(tmp_path / "tower.msgpack", widths=(8, 16, 16, 32))
+@pytest.mark.parametrize(
+    "widths, message", [((8, 16, 16, 32), "conv_3's shapes differ"), ((8, 16, 16), "conv_3")]
+)
+def test_a_tower_of_other_widths_is_refused_before_training(
+    tiny_data_dir, tmp_path, widths, message
+):
+    _random_tower(tmp_path / "tower.msgpack", widths=widths)
     config = _cnn_run(tiny_data_dir, tmp_path / "tower.msgpack")
-    with pytest.raises(image_tower.ImageTowerError, match="norm_3|conv_3"):
+    with pytest.raises(image_tower.ImageTowerError, match=message):
         loop.train(config, str(tmp_path / "run"))
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_a_missing_tower_is_named_before_anything_is_written(tiny_data_dir, tmp_path):
+    config = _cnn_run(tiny_data_dir, tmp_path / "absent.msgpack")
+    with pytest.raises(image_tower.ImageTowerError, match="absent.msgpack: no such file"):
+        loop.train(config, str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_tower_for_a_model_without_a_conv_image_tower_is_refused(tiny_data_dir, tmp_path):
