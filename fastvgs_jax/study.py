@@ -299,9 +299,13 @@ def evaluate_model(settings: ml_collections.ConfigDict, workdir: str) -> dict:
     return results
 
 
+def baselines_path(out: str, seed: int) -> str:
+    return os.path.join(out, "baselines", f"seed{seed}.json")
+
+
 def baseline_rows(settings: ml_collections.ConfigDict, workdir: str, seed: int) -> dict:
     """MFCC and random-init ABX rows (per layer) for a seed, cached under ``baselines/``."""
-    path = os.path.join(settings.out, "baselines", f"seed{seed}.json")
+    path = baselines_path(settings.out, seed)
     if os.path.exists(path):
         with open(path) as f:
             return json.load(f)
@@ -350,14 +354,27 @@ class StudyClock:
     """Elapsed time and an overall ETA, from the training steps done so far (evaluation time
     is folded into the rate: it grows with the models, as training does)."""
 
-    def __init__(self, total_steps: int):
+    def __init__(self, total_steps: int, previous: dict[str, float] | None = None):
         self.start = time.monotonic()
         self.total, self.done = max(total_steps, 1), 0
         self.timing: dict[str, float] = {}
+        self.previous = previous or {}
+        self.carried = 0.0  # seconds earlier runs spent on the parts this run reused
+
+    def record(self, name: str, seconds: float, reused: bool = False) -> None:
+        """A reused part (trained by an earlier run) keeps the time that run recorded, so a
+        rerun of a finished study leaves its timing.json as the run that did the work wrote it."""
+        if reused and name in self.previous:
+            self.timing[name] = self.previous[name]
+            self.carried += self.previous[name] - seconds
+        else:
+            self.timing[name] = round(seconds, 1)
 
     def finished(self, name: str, steps: int, seconds: float) -> str:
         self.done += steps
-        self.timing[name] = round(seconds, 1)
+        self.record(name, seconds, reused=steps == 0)
+        if steps == 0:
+            return f"{name}: trained and evaluated by an earlier run"
         elapsed = time.monotonic() - self.start
         left = elapsed / self.done * (self.total - self.done) if self.done else 0.0
         return (
@@ -375,17 +392,20 @@ def run_study(settings: ml_collections.ConfigDict) -> dict:
     check_settings(settings)
     started = time.monotonic()
     data = settings.run.data
+    corpus_reused = build.is_built(data.data_dir, data.preset, seed=data.corpus_seed)
     build.ensure_built(data.data_dir, data.preset, seed=data.corpus_seed)
     models, seeds = study_models(settings), study_seeds(settings)
     check_existing_runs(settings, models, seeds)
+    tower_reused = os.path.exists(image_tower_path(settings.out))
     begun = time.monotonic()
     tower_metrics = ensure_image_tower(settings)
     tower_seconds = time.monotonic() - begun
     costs = {seed: remaining_steps(settings, models, seed) for seed in seeds}
-    clock = StudyClock(sum(sum(c.values()) for c in costs.values()))
-    clock.timing["corpus"] = round(time.monotonic() - started - tower_seconds, 1)
+    timing_path = os.path.join(settings.out, "timing.json")
+    clock = StudyClock(sum(sum(c.values()) for c in costs.values()), _read_timing(timing_path))
+    clock.record("corpus", time.monotonic() - started - tower_seconds, corpus_reused)
     if tower_metrics is not None:
-        clock.timing["image tower"] = round(tower_seconds, 1)
+        clock.record("image tower", tower_seconds, tower_reused)
     per_model: dict[str, list[dict]] = {m: [] for m in models}
     baselines: list[dict] = []
     for seed in seeds:
@@ -397,16 +417,31 @@ def run_study(settings: ml_collections.ConfigDict) -> dict:
             took = time.monotonic() - begun
             log.info(clock.finished(f"{label(model)} seed {seed}", costs[seed][model], took))
         begun = time.monotonic()
+        reused = os.path.exists(baselines_path(settings.out, seed))
         baselines.append(baseline_rows(settings, run_dir(settings.out, model, seed), seed))
-        clock.timing[f"baselines seed {seed}"] = round(time.monotonic() - begun, 1)
+        clock.record(f"baselines seed {seed}", time.monotonic() - begun, reused)
     results = summarise(settings, per_model, baselines, tower_metrics)
     _write_json(os.path.join(settings.out, "results.json"), results)
     with open(os.path.join(settings.out, "table.md"), "w") as f:
         f.write(tables_markdown(results))
     write_plots(settings, results)
-    clock.timing["total"] = round(time.monotonic() - started, 1)
-    _write_json(os.path.join(settings.out, "timing.json"), clock.timing)
+    # "total": the whole study's wall time, reused parts at the times their runs recorded;
+    # "this run": this invocation's.
+    this_run = time.monotonic() - started
+    clock.timing["total"] = round(this_run + clock.carried, 1)
+    clock.timing["this run"] = round(this_run, 1)
+    _write_json(timing_path, clock.timing)
     return results
+
+
+def _read_timing(path: str) -> dict[str, float]:
+    """An earlier run's timing.json, or {} (absent or unreadable: timings are informative)."""
+    try:
+        with open(path) as f:
+            timing = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return timing if isinstance(timing, dict) else {}
 
 
 # --------------------------------------------------------------------------------------------

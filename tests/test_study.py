@@ -60,10 +60,17 @@ def test_rerun_trains_nothing_and_writes_identical_results(tiny_study):
     before = path.read_text()
     metrics = pathlib.Path(study.run_dir(settings.out, "vgs", 0)) / "metrics.jsonl"
     lines = len(metrics.read_text().splitlines())
+    timing_path = pathlib.Path(settings.out) / "timing.json"
+    timing = json.loads(timing_path.read_text())
     study.run_study(settings)
     assert path.read_text() == before
     assert len(metrics.read_text().splitlines()) == lines
     assert json.loads(before)["steps"] == 7
+    # The rerun keeps the times of the work the first run did (a reused model took ~0 s).
+    rerun = json.loads(timing_path.read_text())
+    for part in ("VGS seed 0", "(W2V2, VGS) seed 0", "baselines seed 0", "corpus"):
+        assert rerun[part] == timing[part], part
+    assert rerun["this run"] < rerun["total"]
 
 
 def test_rerun_with_a_changed_config_names_the_stale_run_and_trains_nothing(tiny_study):

@@ -46,6 +46,15 @@ def _remove_half_built(data_dir: str, preset: str, seed: int) -> None:
         shutil.rmtree(path)
 
 
+def is_built(data_dir: str, preset: str = "small", seed: int = 0) -> bool:
+    """Whether a complete build of spoken_scenes/``preset`` is under ``data_dir`` (its ABX
+    item file is the last thing a build writes)."""
+    path = sources.version_dir(data_dir, preset, seed)
+    return os.path.exists(os.path.join(path, "dataset_info.json")) and os.path.exists(
+        os.path.join(path, sources.ITEM_FILE)
+    )
+
+
 def ensure_built(
     data_dir: str,
     preset: str = "small",
