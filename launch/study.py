@@ -1,13 +1,18 @@
 """Run the sequential-vs-simultaneous study end to end (see configs/study.py).
 
     python launch/study.py                                  # the demo study
-    python launch/study.py --config=configs/study.py:quick  # ≤ 10 minutes
+    python launch/study.py --config=configs/study.py:quick  # ≤ 10 minutes (or: --quick)
+    python launch/study.py --models=w2v2,vgs,w2v2_vgs --seeds=0,1 --steps=3000
+
+--quick stands for --config=configs/study.py:quick, and --models, --seeds, --steps and --out
+for --config.models, ... (any other field: --config.FIELD=VALUE).
 
 Builds the corpus if absent, trains the nine models (finished ones are kept), evaluates
 them and writes results/<study>/table.md, results.json and plots/.
 """
 
 import os
+import sys
 
 import jax
 from absl import app
@@ -16,11 +21,44 @@ from ml_collections import config_flags
 from fastvgs_jax import study
 from fastvgs_jax.train import reporting
 
+_DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "study.py")
+SHORTCUTS = ("models", "seeds", "steps", "out")
+
+
+def expand_shortcuts(argv: list[str]) -> list[str]:
+    """The study's short flags rewritten as the config flags they stand for."""
+    expanded, rest = argv[:1], iter(argv[1:])
+    for arg in rest:
+        name, has_value, value = arg.partition("=")
+        if name == "--quick":
+            if has_value:
+                raise app.UsageError("--quick takes no value")
+            if any(a.startswith("--config=") or a == "--config" for a in argv):
+                raise app.UsageError("--quick is --config=configs/study.py:quick; give one")
+            expanded.append(f"--config={_DEFAULT_CONFIG}:quick")
+        elif name.startswith("--") and name[2:] in SHORTCUTS:
+            if not has_value:
+                value = next(rest, None)
+                if value is None:
+                    raise app.UsageError(f"{name} needs a value")
+            expanded.append(f"--config.{name[2:]}={value}")
+        else:
+            expanded.append(arg)
+    return expanded
+
+
+# config_flags registers the --config.FIELD flags it finds in sys_argv, so it reads the
+# expanded command line too.
+try:
+    _ARGV = expand_shortcuts(sys.argv)
+except app.UsageError as error:
+    sys.exit(f"{os.path.basename(sys.argv[0])}: {error}")
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
-    os.path.join(os.path.dirname(__file__), "..", "configs", "study.py"),
+    _DEFAULT_CONFIG,
     "Study settings.",
     lock_config=True,
+    sys_argv=_ARGV,
 )
 
 
@@ -39,4 +77,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, argv=_ARGV)
