@@ -7,14 +7,18 @@
         --init_from=runs/x   # start from another run's newest snapshot (matching params)
 
 Builds the configured corpus first if it is missing. Running the same command again resumes.
+
+Several hosts (one process each, the same command on every host): add --multihost on a
+Cloud TPU pod (or under SLURM / Open MPI), which finds its peers itself; elsewhere give
+--coordinator_address=HOST0:PORT --num_processes=N --process_id=I. Batch sizes in the config
+are global; process 0 writes the logs, every process its shards of each snapshot.
 """
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from fastvgs_jax.data import build
 from fastvgs_jax.eval import evaluate
-from fastvgs_jax.train import loop, reporting
+from fastvgs_jax.train import distributed, loop, reporting
 from fastvgs_jax.train.step import state_digest
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Run config file.", lock_config=True)
@@ -32,13 +36,24 @@ _INIT_FROM = flags.DEFINE_string(
     "paths and shapes match (ignored when this workdir already has snapshots).",
 )
 
+_MULTIHOST = flags.DEFINE_bool(
+    "multihost", False, "Join a multi-host run whose peers JAX detects (TPU pod, SLURM, MPI)."
+)
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "HOST:PORT of process 0 of a multi-process run."
+)
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index in the run.")
+
 
 def main(argv) -> None:
     del argv
+    if _MULTIHOST.value or _COORDINATOR.value is not None:
+        distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     reporting.quiet_library_logs()
     config = _CONFIG.value
     loop.prepare(config)  # validate before building data or writing anything
-    build.ensure_built(config.data.data_dir, config.data.preset, seed=config.data.corpus_seed)
+    distributed.ensure_corpus(config.data.data_dir, config.data.preset, config.data.corpus_seed)
     hook = evaluate.EvaluationHook(config, _WORKDIR.value) if _HISTORY.value else None
     state = loop.train(config, _WORKDIR.value, init_from=_INIT_FROM.value, eval_hook=hook)
     # On stdout, for scripts comparing runs: equal digests mean bitwise-identical states.

@@ -1,5 +1,6 @@
-"""A run on two simulated hosts (two processes, gloo collectives) matches the one-process
-run on the same 8-device mesh: same global batches, same losses, same parameters."""
+"""A run on two simulated hosts (launch/train.py twice, --coordinator_address on 127.0.0.1,
+gloo collectives) matches the one-process run on the same 8-device mesh: same global
+batches, same losses, same parameters."""
 
 from __future__ import annotations
 
@@ -7,13 +8,13 @@ import json
 import os
 import socket
 import subprocess
-import sys
 
 import jax
 import numpy as np
+import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-WORKER = os.path.join(ROOT, "tests", "train", "multiprocess_worker.py")
+from fastvgs_jax.train import distributed, snapshots
+from tests.train.test_kill_resume import _command
 
 
 def _free_port() -> int:
@@ -27,13 +28,20 @@ def _losses(workdir) -> list[float]:
     return [json.loads(x)["loss"] for x in lines]
 
 
-def test_two_process_run_matches_the_one_process_run(uninterrupted, tiny_data_dir, tmp_path):
+def test_two_process_launch_matches_the_one_process_run(uninterrupted, tiny_data_dir, tmp_path):
     reference_dir, reference, _ = uninterrupted
-    port, out = str(_free_port()), str(tmp_path / "params.npz")
-    env = dict(os.environ, PYTHONPATH=ROOT)
+    port, workdir = _free_port(), tmp_path / "run"
+    # 4 CPU devices per process: the two make the 8-device mesh of the 1-process reference.
+    xla = "--xla_force_host_platform_device_count=4 --xla_backend_optimization_level=0"
+    env = dict(os.environ, XLA_FLAGS=xla)
     workers = [
         subprocess.Popen(
-            [sys.executable, WORKER, port, str(i), tiny_data_dir, str(tmp_path / "run"), out],
+            [
+                *_command(tiny_data_dir, str(workdir)),
+                f"--coordinator_address=127.0.0.1:{port}",
+                "--num_processes=2",
+                f"--process_id={i}",
+            ],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -44,9 +52,18 @@ def test_two_process_run_matches_the_one_process_run(uninterrupted, tiny_data_di
     for w in workers:
         _, err = w.communicate(timeout=600)
         assert w.returncode == 0, err[-3000:]
-    np.testing.assert_allclose(_losses(tmp_path / "run"), _losses(reference_dir), rtol=1e-5)
-    saved = np.load(out)
+    np.testing.assert_allclose(_losses(workdir), _losses(reference_dir), rtol=1e-5)
+    variables, step, _ = snapshots.load_variables(str(workdir))
+    assert step == 7
     for path, leaf in jax.tree_util.tree_flatten_with_path(reference.params)[0]:
-        np.testing.assert_allclose(
-            saved[jax.tree_util.keystr(path)], np.asarray(leaf), atol=1e-5, err_msg=str(path)
-        )
+        node = variables["params"]
+        for key in path:
+            node = node[key.key]
+        np.testing.assert_allclose(node, np.asarray(leaf), atol=1e-5, err_msg=str(path))
+
+
+def test_partial_multihost_settings_are_refused():
+    with pytest.raises(ValueError, match="or none"):
+        distributed.initialize("127.0.0.1:1234", num_processes=2)
+    with pytest.raises(ValueError, match=r"not in \[0, 2\)"):
+        distributed.initialize("127.0.0.1:1234", num_processes=2, process_id=2)
