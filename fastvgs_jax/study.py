@@ -275,18 +275,26 @@ def _seed_from_first_phase(first_dir: str, workdir: str, step: int) -> None:
         shutil.copy(history, os.path.join(workdir, evaluate.HISTORY_FILE))
 
 
+def cached_evaluation(settings: ml_collections.ConfigDict, workdir: str) -> dict | None:
+    """The run's ``evaluation.json`` if it holds an evaluation on ``test_split``, else None."""
+    path = os.path.join(workdir, EVALUATION_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        cached = json.load(f)
+    return cached if cached.get("retrieval", {}).get("split") == settings.test_split else None
+
+
 def evaluate_model(settings: ml_collections.ConfigDict, workdir: str) -> dict:
     """Test-split retrieval and ABX on every layer, cached in ``workdir/evaluation.json``.
 
     A cached evaluation of another retrieval split (``test_split`` changed since) is redone:
     the model is kept, its numbers are not.
     """
+    cached = cached_evaluation(settings, workdir)
+    if cached is not None:
+        return cached
     path = os.path.join(workdir, EVALUATION_FILE)
-    if os.path.exists(path):
-        with open(path) as f:
-            cached = json.load(f)
-        if cached.get("retrieval", {}).get("split") == settings.test_split:
-            return cached
     results = evaluate.evaluate_run(
         workdir,
         tasks=("retrieval", "abx"),
@@ -352,28 +360,36 @@ def remaining_steps(settings: ml_collections.ConfigDict, models: Sequence[str], 
 
 class StudyClock:
     """Elapsed time and an overall ETA, from the training steps done so far (evaluation time
-    is folded into the rate: it grows with the models, as training does)."""
+    is folded into the rate: it grows with the models, as training does), and the wall time
+    of each part in ``timing.json``."""
 
-    def __init__(self, total_steps: int, previous: dict[str, float] | None = None):
-        self.start = time.monotonic()
+    TOTALS = ("total", "this run")
+
+    def __init__(self, total_steps: int, path: str, began: float | None = None):
+        self.start = time.monotonic()  # the ETA's rate counts training and evaluation only
+        self.began = self.start if began is None else began  # the run's start, for "this run"
         self.total, self.done = max(total_steps, 1), 0
+        self.path = path
+        self.previous = _read_timing(path)
         self.timing: dict[str, float] = {}
-        self.previous = previous or {}
         self.carried = 0.0  # seconds earlier runs spent on the parts this run reused
 
     def record(self, name: str, seconds: float, reused: bool = False) -> None:
-        """A reused part (trained by an earlier run) keeps the time that run recorded, so a
-        rerun of a finished study leaves its timing.json as the run that did the work wrote it."""
+        """A reused part (done by an earlier run) keeps the time that run recorded, so a rerun
+        of a finished study leaves timing.json as the run that did the work wrote it."""
         if reused and name in self.previous:
             self.timing[name] = self.previous[name]
             self.carried += self.previous[name] - seconds
         else:
             self.timing[name] = round(seconds, 1)
+        # Written after every part, so that a study interrupted later keeps these times.
+        parts = {k: v for k, v in self.previous.items() if k not in self.TOTALS}
+        _write_json(self.path, {**parts, **self.timing})
 
-    def finished(self, name: str, steps: int, seconds: float) -> str:
+    def finished(self, name: str, steps: int, seconds: float, reused: bool) -> str:
         self.done += steps
-        self.record(name, seconds, reused=steps == 0)
-        if steps == 0:
+        self.record(name, seconds, reused)
+        if reused:
             return f"{name}: trained and evaluated by an earlier run"
         elapsed = time.monotonic() - self.start
         left = elapsed / self.done * (self.total - self.done) if self.done else 0.0
@@ -381,6 +397,14 @@ class StudyClock:
             f"{name}: {seconds / 60:.1f} min; study {elapsed / 60:.1f} min elapsed, "
             f"{self.done}/{self.total} steps, ETA {left / 60:.1f} min"
         )
+
+    def write_totals(self) -> None:
+        """``total``: the whole study's wall time, reused parts at the times their runs
+        recorded; ``this run``: this invocation's."""
+        this_run = time.monotonic() - self.began
+        self.timing["total"] = round(this_run + self.carried, 1)
+        self.timing["this run"] = round(this_run, 1)
+        _write_json(self.path, self.timing)
 
 
 def run_study(settings: ml_collections.ConfigDict) -> dict:
@@ -401,8 +425,11 @@ def run_study(settings: ml_collections.ConfigDict) -> dict:
     tower_metrics = ensure_image_tower(settings)
     tower_seconds = time.monotonic() - begun
     costs = {seed: remaining_steps(settings, models, seed) for seed in seeds}
-    timing_path = os.path.join(settings.out, "timing.json")
-    clock = StudyClock(sum(sum(c.values()) for c in costs.values()), _read_timing(timing_path))
+    clock = StudyClock(
+        sum(sum(c.values()) for c in costs.values()),
+        os.path.join(settings.out, "timing.json"),
+        began=started,
+    )
     clock.record("corpus", time.monotonic() - started - tower_seconds, corpus_reused)
     if tower_metrics is not None:
         clock.record("image tower", tower_seconds, tower_reused)
@@ -412,10 +439,14 @@ def run_study(settings: ml_collections.ConfigDict) -> dict:
         for model in models:
             log.info("study %s: %s, seed %d", settings.name, label(model), seed)
             begun = time.monotonic()
+            reused = costs[seed][model] == 0 and (
+                cached_evaluation(settings, run_dir(settings.out, model, seed)) is not None
+            )
             workdir = train_model(settings, model, seed)
             per_model[model].append(evaluate_model(settings, workdir))
             took = time.monotonic() - begun
-            log.info(clock.finished(f"{label(model)} seed {seed}", costs[seed][model], took))
+            name = f"{label(model)} seed {seed}"
+            log.info(clock.finished(name, costs[seed][model], took, reused))
         begun = time.monotonic()
         reused = os.path.exists(baselines_path(settings.out, seed))
         baselines.append(baseline_rows(settings, run_dir(settings.out, model, seed), seed))
@@ -425,12 +456,7 @@ def run_study(settings: ml_collections.ConfigDict) -> dict:
     with open(os.path.join(settings.out, "table.md"), "w") as f:
         f.write(tables_markdown(results))
     write_plots(settings, results)
-    # "total": the whole study's wall time, reused parts at the times their runs recorded;
-    # "this run": this invocation's.
-    this_run = time.monotonic() - started
-    clock.timing["total"] = round(this_run + clock.carried, 1)
-    clock.timing["this run"] = round(this_run, 1)
-    _write_json(timing_path, clock.timing)
+    clock.write_totals()
     return results
 
 
@@ -441,7 +467,9 @@ def _read_timing(path: str) -> dict[str, float]:
             timing = json.load(f)
     except (OSError, ValueError):
         return {}
-    return timing if isinstance(timing, dict) else {}
+    if not isinstance(timing, dict):
+        return {}
+    return {k: v for k, v in timing.items() if isinstance(v, (int, float))}
 
 
 # --------------------------------------------------------------------------------------------

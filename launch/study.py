@@ -15,7 +15,7 @@ import os
 import sys
 
 import jax
-from absl import app
+from absl import app, flags
 from ml_collections import config_flags
 
 from fastvgs_jax import study
@@ -26,7 +26,10 @@ SHORTCUTS = ("models", "seeds", "steps", "out")
 
 
 def expand_shortcuts(argv: list[str]) -> list[str]:
-    """The study's short flags rewritten as the config flags they stand for."""
+    """The study's short flags rewritten as the config flags they stand for (flag files
+    read first; the preset --quick names goes first, as config_flags wants it before any
+    --config.FIELD)."""
+    argv = flags.FLAGS.read_flags_from_files(argv, force_gnu=False)
     expanded, rest = argv[:1], iter(argv[1:])
     for arg in rest:
         name, has_value, value = arg.partition("=")
@@ -35,7 +38,7 @@ def expand_shortcuts(argv: list[str]) -> list[str]:
                 raise app.UsageError("--quick takes no value")
             if any(a.startswith("--config=") or a == "--config" for a in argv):
                 raise app.UsageError("--quick is --config=configs/study.py:quick; give one")
-            expanded.append(f"--config={_DEFAULT_CONFIG}:quick")
+            expanded.insert(1, f"--config={_DEFAULT_CONFIG}:quick")
         elif name.startswith("--") and name[2:] in SHORTCUTS:
             if not has_value:
                 value = next(rest, None)

@@ -48,7 +48,8 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index in 
 
 def main(argv) -> None:
     del argv
-    if _MULTIHOST.value or _COORDINATOR.value is not None:
+    explicit = (_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    if _MULTIHOST.value or any(v is not None for v in explicit):
         distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     reporting.quiet_library_logs()
     config = _CONFIG.value

@@ -266,3 +266,16 @@ def test_cached_evaluation_of_another_retrieval_split_is_redone(tmp_path, monkey
     assert calls == ["validation"]
     cached = json.loads((tmp_path / study.EVALUATION_FILE).read_text())
     assert cached["retrieval"]["split"] == "validation"
+
+
+def test_study_clock_keeps_reused_times_and_writes_after_each_part(tmp_path):
+    path = tmp_path / "timing.json"
+    path.write_text(json.dumps({"VGS seed 0": 300.0, "W2V2 seed 0": "?", "total": 400.0}))
+    clock = study.StudyClock(total_steps=10, path=str(path))
+    clock.finished("VGS seed 0", steps=0, seconds=0.1, reused=True)
+    assert json.loads(path.read_text()) == {"VGS seed 0": 300.0}  # no stale totals, no "?"
+    clock.finished("W2V2 seed 0", steps=10, seconds=5.04, reused=False)
+    clock.write_totals()
+    timing = json.loads(path.read_text())
+    assert timing["W2V2 seed 0"] == 5.0
+    assert timing["total"] >= 299.9 > timing["this run"]

@@ -41,13 +41,17 @@ def _settings(*args: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_short_flags_set_the_study_settings():
-    quick = _settings("--quick", "--models=vgs,w2v2_vgs", "--seeds", "0,1", "--steps=9")
+def test_short_flags_set_the_study_settings(tmp_path):
+    quick = _settings("--models=vgs,w2v2_vgs", "--seeds", "0,1", "--quick", "--steps=9")
     assert quick["name"] == "quick"
     assert quick["models"] == "vgs,w2v2_vgs"
     assert quick["seeds"] == "0,1"
     assert quick["steps"] == 9
     assert _settings("--out=/tmp/elsewhere")["out"] == "/tmp/elsewhere"
+    flagfile = tmp_path / "study.flags"
+    flagfile.write_text("--models=vgs\n--steps=5\n")
+    from_file = _settings(f"--flagfile={flagfile}")
+    assert (from_file["models"], from_file["steps"]) == ("vgs", 5)
     assert _settings()["name"] == "demo"
 
 

@@ -8,7 +8,10 @@ hosts) they are given explicitly.
 
 from __future__ import annotations
 
+import os
+
 import jax
+import numpy as np
 from jax.experimental import multihost_utils
 
 from fastvgs_jax.data import build
@@ -37,9 +40,10 @@ def initialize(
         )
     if num_processes is not None and not 0 <= process_id < num_processes:
         raise ValueError(f"process_id {process_id} is not in [0, {num_processes})")
-    # CPU processes exchange collectives through gloo (the CPU backend has none by default);
-    # the setting does not touch TPU or GPU backends.
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # Cross-process collectives on the CPU backend (simulated hosts): gloo unless the user
+    # chose another (e.g. JAX_CPU_COLLECTIVES_IMPLEMENTATION=mpi); TPU and GPU ignore it.
+    if "JAX_CPU_COLLECTIVES_IMPLEMENTATION" not in os.environ:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address, num_processes, process_id)
 
 
@@ -50,16 +54,27 @@ def ensure_corpus(data_dir: str, preset: str, seed: int) -> None:
     Raises:
       FileNotFoundError: a process other than 0 does not see the build (hosts with disks of
         their own: build on each first, ``python launch/build_corpus.py``).
+      RuntimeError: on the other processes, when process 0's build failed (process 0 raises
+        the build's own error).
     """
     if jax.process_count() == 1:
         build.ensure_built(data_dir, preset, seed=seed)
         return
+    failure = None
     if jax.process_index() == 0:
-        build.ensure_built(data_dir, preset, seed=seed)
-    multihost_utils.sync_global_devices("fastvgs_jax corpus built")
+        try:
+            build.ensure_built(data_dir, preset, seed=seed)
+        except Exception as error:  # every process must hear of it, not wait for process 0
+            failure = error
+    built_on_0 = multihost_utils.broadcast_one_to_all(np.int32(failure is None))
+    if failure is not None:
+        raise failure
+    if not built_on_0:
+        raise RuntimeError(f"process 0 failed to build spoken_scenes/{preset} under {data_dir}")
     if not build.is_built(data_dir, preset, seed=seed):
         raise FileNotFoundError(
             f"process {jax.process_index()}: no built spoken_scenes/{preset} under {data_dir} "
             "(process 0 built it on its own disk); build it on every host first with "
-            "`python launch/build_corpus.py`, or put data_dir on a disk they share"
+            f"`python launch/build_corpus.py --size {preset} --seed {seed} --data_dir "
+            f"{data_dir}`, or put data_dir on a disk they share"
         )

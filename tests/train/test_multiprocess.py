@@ -4,6 +4,7 @@ batches, same losses, same parameters."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -33,25 +34,33 @@ def test_two_process_launch_matches_the_one_process_run(uninterrupted, tiny_data
     port, workdir = _free_port(), tmp_path / "run"
     # 4 CPU devices per process: the two make the 8-device mesh of the 1-process reference.
     xla = "--xla_force_host_platform_device_count=4 --xla_backend_optimization_level=0"
-    env = dict(os.environ, XLA_FLAGS=xla)
-    workers = [
-        subprocess.Popen(
-            [
-                *_command(tiny_data_dir, str(workdir)),
-                f"--coordinator_address=127.0.0.1:{port}",
-                "--num_processes=2",
-                f"--process_id={i}",
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(2)
-    ]
-    for w in workers:
-        _, err = w.communicate(timeout=600)
-        assert w.returncode == 0, err[-3000:]
+    env = dict(os.environ, XLA_FLAGS=xla, JAX_PLATFORMS="cpu")
+    logs = [tmp_path / f"process{i}.log" for i in range(2)]
+    with contextlib.ExitStack() as files:
+        # stderr to files, not pipes: neither process can block on a full pipe.
+        errors = [files.enter_context(open(log, "w")) for log in logs]
+        workers = [
+            subprocess.Popen(
+                [
+                    *_command(tiny_data_dir, str(workdir)),
+                    f"--coordinator_address=127.0.0.1:{port}",
+                    "--num_processes=2",
+                    f"--process_id={i}",
+                ],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=errors[i],
+            )
+            for i in range(2)
+        ]
+        try:
+            for w, log in zip(workers, logs, strict=True):
+                w.wait(timeout=600)
+                assert w.returncode == 0, log.read_text()[-3000:]
+        finally:
+            for w in workers:  # one failed: do not leave its peer waiting for it
+                w.kill()
+                w.wait()
     np.testing.assert_allclose(_losses(workdir), _losses(reference_dir), rtol=1e-5)
     variables, step, _ = snapshots.load_variables(str(workdir))
     assert step == 7
