@@ -132,7 +132,7 @@ class MeanAudioPooler(nn.Module):
     Not the paper's branch: a minimal pooler for from-scratch runs. On the CPU demo, VGS alone
     at lr 3e-4 for 500 steps reached test S→I R@10 21.2 % with it against 16.4 % with the
     ResDAVEnet branch; at lr 1e-3 it stayed at chance, and so did VGS+ with it in every
-    setting tried: it relies on the shared encoder for VGS features (README "The study").
+    setting tried: it relies on the shared encoder for VGS features (docs/demo_design.md).
     """
 
     config: ml_collections.ConfigDict  # the model config's ``audio_pool`` section
@@ -154,7 +154,7 @@ class ConvImageTower(nn.Module):
     """Pixels → embedding with strided 3×3 convs (LayerNorm, GELU), a global mean and a Linear.
 
     No transformer: on a CPU demo trained from scratch it leaves chance within ~100 steps,
-    where a from-scratch ViT kept the coarse loss at chance (README "The study").
+    where a from-scratch ViT kept the coarse loss at chance (docs/demo_design.md).
     """
 
     widths: tuple[int, ...]

@@ -43,7 +43,7 @@ def warmup_steps(total_steps: int, warmup_fraction: float, min_warmup_steps: int
 
     The floor is for short phases: a 200-step SSL phase with a 10 % (20-step) warm-up sent
     the layers' phone information into a dip it had not left by the phase end, where a
-    70-step warm-up kept them near their start (README, "The study"). One step is always
+    70-step warm-up kept them near their start (docs/demo_design.md). One step is always
     left to the decay, so a floor longer than the schedule cannot make it all warm-up.
     """
     if total_steps <= 0:

@@ -125,7 +125,7 @@ PRESETS: dict[str, CorpusSettings] = {
     # Every voice variant in use (52 + 6 + 10 = 68): the most speaker variety for training.
     # Harder recording conditions (15-30 dB noise, a per-utterance channel EQ of up to 12 dB):
     # with the defaults' clean 30-45 dB speech the ABX set sat at its floor, where random
-    # projections of log-mel beat every trained layer within speaker (README, "The study").
+    # projections of log-mel beat every trained layer within speaker (docs/demo_design.md).
     "small": CorpusSettings(
         num_train_speakers=52,
         snr_db=(15.0, 30.0),
