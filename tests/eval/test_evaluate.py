@@ -14,6 +14,9 @@ from absl.testing import flagsaver
 
 from fastvgs_jax import study
 from fastvgs_jax.eval import evaluate
+from fastvgs_jax.eval.history import HISTORY_FILE, HISTORY_PLOT, phase_boundaries, plot_history
+from fastvgs_jax.eval.report import write_report
+from fastvgs_jax.eval.snapshot import EvaluationError, run_config
 from fastvgs_jax.train import loop
 
 
@@ -39,7 +42,7 @@ def report(run, tmp_path_factory):
     workdir, _ = run
     results = evaluate.evaluate_run(workdir, layers="frontend,2", progress=False)
     out = str(tmp_path_factory.mktemp("report"))
-    return results, evaluate.write_report(results, out)
+    return results, write_report(results, out)
 
 
 def _is_percent(value) -> bool:
@@ -50,7 +53,7 @@ def test_manifest_config_round_trips(run):
     workdir, settings = run
     config = study.model_config(settings, "w2v2_vgs", 0)
     loop.prepare(config)  # what the trainer recorded: frame geometry aligned with the model
-    loaded = evaluate.run_config(workdir)
+    loaded = run_config(workdir)
     assert loaded.model.to_json() == config.model.to_json()
     assert tuple(loaded.data.frame_strides) == tuple(config.data.frame_strides)
     assert [p["steps"] for p in loaded.phases] == [2, 5]
@@ -83,7 +86,7 @@ def test_evaluate_run_writes_both_retrieval_directions_and_abx_rows(report):
 
 def test_hook_writes_history_lines_and_a_plot(run):
     workdir, _ = run
-    history = _read(os.path.join(workdir, evaluate.HISTORY_FILE))
+    history = _read(os.path.join(workdir, HISTORY_FILE))
     lines = [json.loads(x) for x in history.splitlines()]
     assert [(x["step"], x["phase"]) for x in lines] == [
         (0, "w2v2"),  # the starting encoder
@@ -101,20 +104,20 @@ def test_hook_writes_history_lines_and_a_plot(run):
             for mode in ("within", "across")
             for layer in ("frontend", "layer_2", "layer_3")
         }
-    assert evaluate.phase_boundaries(workdir) == [(2, "vgs")]
-    png = os.path.join(workdir, evaluate.HISTORY_PLOT)
+    assert phase_boundaries(workdir) == [(2, "vgs")]
+    png = os.path.join(workdir, HISTORY_PLOT)
     with open(png, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-    assert evaluate.plot_history(workdir) == png
+    assert plot_history(workdir) == png
 
 
 def test_bad_requests_fail_before_any_work(run):
     workdir, _ = run
-    with pytest.raises(evaluate.EvaluationError, match="tasks"):
+    with pytest.raises(EvaluationError, match="tasks"):
         evaluate.evaluate_run(workdir, tasks=["speed"])
     with pytest.raises(ValueError, match="outside 0..3"):
         evaluate.evaluate_run(workdir, layers="7")
-    with pytest.raises(evaluate.EvaluationError, match="no manifest.json"):
+    with pytest.raises(EvaluationError, match="no manifest.json"):
         evaluate.evaluate_run(os.path.dirname(workdir))
 
 
