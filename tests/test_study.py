@@ -15,6 +15,7 @@ import pytest
 
 import configs.study
 from fastvgs_jax import study
+from fastvgs_jax.study import run as study_run
 from fastvgs_jax.train import loop, snapshots
 from fastvgs_jax.train import phases as phases_lib
 
@@ -48,7 +49,7 @@ def test_report_has_both_tables_plots_and_baselines(tiny_study):
     assert results["reference"]["mfcc"]["within"]["mean"] is not None
     plots = os.listdir(os.path.join(settings.out, "plots"))
     assert "abx_per_layer.png" in plots and "history_w2v2_vgs_seed0.png" in plots
-    history = study.evaluate.read_history(study.run_dir(settings.out, "w2v2_vgs", 0))
+    history = study_run.evaluate.read_history(study.run_dir(settings.out, "w2v2_vgs", 0))
     # The first phase's points (from its random-init start) come first; the second phase
     # resumes from a snapshot, so it adds no start point of its own.
     assert [h["step"] for h in history] == [0, 2, 3, 6, 7]
@@ -258,7 +259,7 @@ def test_cached_evaluation_of_another_retrieval_split_is_redone(tmp_path, monkey
         calls.append(split)
         return {"retrieval": {"split": split}}
 
-    monkeypatch.setattr(study.evaluate, "evaluate_run", evaluate_run)
+    monkeypatch.setattr(study_run.evaluate, "evaluate_run", evaluate_run)
     assert study.evaluate_model(settings, str(tmp_path))["retrieval"]["split"] == "test"
     assert calls == []  # same split: the cache answers
     settings.test_split = "validation"
