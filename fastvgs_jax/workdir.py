@@ -7,8 +7,11 @@ module, so evaluation never depends on the trainer.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+from collections.abc import Iterator
 
 import jax
 import numpy as np
@@ -27,6 +30,38 @@ class SnapshotError(RuntimeError):
 
 def snapshot_dir(workdir: str) -> str:
     return os.path.join(os.path.abspath(workdir), SNAPSHOT_DIR)
+
+
+def snapshot_steps(workdir: str) -> list[int]:
+    """The steps of the workdir's complete snapshots, oldest first (none: [])."""
+    directory = snapshot_dir(workdir)
+    return sorted(ocp.utils.checkpoint_steps(directory)) if os.path.isdir(directory) else []
+
+
+class NewRun:
+    """What ``removed_unless_started`` yields: call ``started()`` once the run has work worth
+    keeping (its first step), after which a failure leaves the workdir in place."""
+
+    def __init__(self) -> None:
+        self.is_started = False
+
+    def started(self) -> None:
+        self.is_started = True
+
+
+@contextlib.contextmanager
+def removed_unless_started(workdir: str) -> Iterator[NewRun]:
+    """Removes ``workdir`` when the block fails, if the block created it and neither started
+    training (``NewRun.started``) nor wrote a snapshot: a failed start leaves no empty run
+    behind. A workdir that existed before is never touched."""
+    existed = os.path.lexists(workdir)
+    run = NewRun()
+    try:
+        yield run
+    except BaseException:
+        if not existed and not run.is_started and not snapshot_steps(workdir):
+            shutil.rmtree(workdir, ignore_errors=True)
+        raise
 
 
 def read_manifest(workdir: str) -> dict | None:
@@ -51,9 +86,10 @@ def resolve_snapshot(workdir: str, name: str | None = None) -> tuple[int, dict]:
       SnapshotError: no snapshots, or none of that name (listing what there is).
     """
     directory = snapshot_dir(workdir)
-    steps = sorted(ocp.utils.checkpoint_steps(directory)) if os.path.isdir(directory) else []
+    steps = snapshot_steps(workdir)
     if not steps:
-        raise SnapshotError(f"no snapshots under {directory}")
+        wanted = "" if name in (None, "latest") else f"no snapshot {name!r}: "
+        raise SnapshotError(f"{wanted}no snapshots under {directory}")
     metas = {s: _snapshot_meta(directory, s) for s in steps}
     if name in (None, "latest"):
         return steps[-1], metas[steps[-1]]

@@ -7,17 +7,19 @@
 ``--snapshot`` is a step, a phase name (that phase's last snapshot) or "latest". Writes
 ``evaluation.json`` and ``evaluation.md`` to ``--out`` (default WORKDIR/evaluation/step_N).
 The logic lives in ``fastvgs_jax.eval.evaluate``.
+
+A mistake on the command line (a mistyped flag or config field, a missing run or snapshot)
+ends with one line ``error: …`` on stderr and exit status 2; ``FASTVGS_VERBOSE=1`` also prints
+its traceback.
 """
 
 import os
-import sys
 
-from absl import app, flags
+from absl import flags
 
-from fastvgs_jax.data.sources import CorpusError
+from fastvgs_jax import cli
 from fastvgs_jax.eval import evaluate
 from fastvgs_jax.train import reporting
-from fastvgs_jax.train.snapshots import SnapshotError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's directory.", required=True)
 _SNAPSHOT = flags.DEFINE_string("snapshot", "latest", "Step, phase name or 'latest'.")
@@ -35,19 +37,16 @@ _ABX_SEED = flags.DEFINE_integer("abx_seed", 0, "ABX group subsampling seed.")
 def main(argv) -> None:
     del argv
     reporting.quiet_library_logs()
-    try:
-        results = evaluate.evaluate_run(
-            _WORKDIR.value,
-            snapshot=None if _SNAPSHOT.value == "latest" else _SNAPSHOT.value,
-            tasks=_TASKS.value,
-            layers=_LAYERS.value,
-            split=_SPLIT.value,
-            data_dir=_DATA_DIR.value,
-            abx_seed=_ABX_SEED.value,
-            baselines=_BASELINES.value,
-        )
-    except (SnapshotError, CorpusError, evaluate.EvaluationError, ValueError) as error:
-        sys.exit(f"evaluate: {error}")  # a clear one-line error, exit status 1
+    results = evaluate.evaluate_run(
+        _WORKDIR.value,
+        snapshot=None if _SNAPSHOT.value == "latest" else _SNAPSHOT.value,
+        tasks=_TASKS.value,
+        layers=_LAYERS.value,
+        split=_SPLIT.value,
+        data_dir=_DATA_DIR.value,
+        abx_seed=_ABX_SEED.value,
+        baselines=_BASELINES.value,
+    )
     out = _OUT.value or os.path.join(
         _WORKDIR.value, "evaluation", f"step_{results['snapshot']['step']}"
     )
@@ -58,4 +57,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -9,6 +9,10 @@ for --config.models, ... (any other field: --config.FIELD=VALUE).
 
 Builds the corpus if absent, trains the nine models (finished ones are kept), evaluates
 them and writes results/<study>/table.md, results.json and plots/.
+
+A mistake on the command line (a mistyped flag or config field, a missing run or snapshot)
+ends with one line ``error: …`` on stderr and exit status 2; ``FASTVGS_VERBOSE=1`` also prints
+its traceback.
 """
 
 import os
@@ -18,7 +22,7 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from fastvgs_jax import study
+from fastvgs_jax import cli, study
 from fastvgs_jax.train import reporting
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "study.py")
@@ -47,6 +51,10 @@ def expand_shortcuts(argv: list[str]) -> list[str]:
             expanded.append(f"--config.{name[2:]}={value}")
         else:
             expanded.append(arg)
+    if not any(a.startswith("--config=") or a == "--config" for a in expanded):
+        # Given, not left to the default, which config_flags would load (and fail on a
+        # mistyped --config.FIELD) while this module is imported, not with the flags.
+        expanded.insert(1, f"--config={_DEFAULT_CONFIG}")
     return expanded
 
 
@@ -55,7 +63,7 @@ def expand_shortcuts(argv: list[str]) -> list[str]:
 try:
     _ARGV = expand_shortcuts(sys.argv)
 except app.UsageError as error:
-    sys.exit(f"{os.path.basename(sys.argv[0])}: {error}")
+    cli.fail(error)
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
     _DEFAULT_CONFIG,
@@ -80,4 +88,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main, argv=_ARGV)
+    cli.run(main, argv=_ARGV)

@@ -12,11 +12,17 @@ Several hosts (one process each, the same command on every host): add --multihos
 Cloud TPU pod (or under SLURM / Open MPI), which finds its peers itself; elsewhere give
 --coordinator_address=HOST0:PORT --num_processes=N --process_id=I. Batch sizes in the config
 are global; process 0 writes the logs, every process its shards of each snapshot.
+
+A mistake on the command line (a mistyped flag or config field, a missing run or snapshot)
+ends with one line ``error: …`` on stderr and exit status 2; ``FASTVGS_VERBOSE=1`` also prints
+its traceback.
+A run that fails before its first step removes the workdir it created.
 """
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
+from fastvgs_jax import cli
 from fastvgs_jax.eval import evaluate
 from fastvgs_jax.train import distributed, loop, reporting
 from fastvgs_jax.train.step import state_digest
@@ -53,7 +59,8 @@ def main(argv) -> None:
         distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     reporting.quiet_library_logs()
     config = _CONFIG.value
-    loop.prepare(config)  # validate before building data or writing anything
+    # Validate before building data or writing anything.
+    loop.prepare(config, workdir=_WORKDIR.value, init_from=_INIT_FROM.value)
     distributed.ensure_corpus(config.data.data_dir, config.data.preset, config.data.corpus_seed)
     hook = evaluate.EvaluationHook(config, _WORKDIR.value) if _HISTORY.value else None
     state = loop.train(config, _WORKDIR.value, init_from=_INIT_FROM.value, eval_hook=hook)
@@ -62,4 +69,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

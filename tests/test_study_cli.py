@@ -38,7 +38,7 @@ def _settings(*args: str) -> dict:
         check=True,
         cwd=ROOT,
     )
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return {**json.loads(done.stdout.strip().splitlines()[-1]), "stderr": done.stderr}
 
 
 def test_short_flags_set_the_study_settings(tmp_path):
@@ -57,4 +57,6 @@ def test_short_flags_set_the_study_settings(tmp_path):
 
 def test_quick_with_another_config_is_refused():
     refused = _settings("--quick", "--config=configs/study.py:demo")
-    assert "give one" in refused["error"]
+    assert refused["error"] == "2"  # the exit status of a usage mistake (fastvgs_jax.cli)
+    assert refused["stderr"].strip().splitlines()[-1].startswith("error: --quick is")
+    assert "give one" in refused["stderr"]

@@ -48,21 +48,33 @@ def phase(
 
 
 def study_phases(objectives: str, total_steps: int) -> list[ml_collections.ConfigDict]:
-    """The phases of a study model: "vgs", or "w2v2_vgs" (20 : 50 split, optimiser reset)."""
+    """The phases of a study model: "vgs", or "w2v2_vgs" (20 : 50 split, optimiser reset).
+
+    Raises:
+      ValueError: an unknown objective, more than two, or fewer steps than phases.
+    """
     names = objectives.split("_")
     for n in names:
         if n not in OBJECTIVE_ALPHA:
             known = list(OBJECTIVE_ALPHA)
             raise ValueError(f"unknown objective {n!r} in {objectives!r}; known: {known}")
+    if len(names) > 2:
+        raise ValueError(f"{objectives!r}: a study model has one or two phases")
+    if total_steps < len(names):
+        raise ValueError(f"steps={total_steps}, but {_needs_steps(objectives)}")
     if len(names) == 1:
         return [phase(names[0], total_steps, OBJECTIVE_ALPHA[names[0]])]
-    if len(names) != 2:
-        raise ValueError(f"{objectives!r}: a study model has one or two phases")
     first = max(1, round(FIRST_PHASE_SHARE * total_steps))
     return [
         phase(names[0], first, OBJECTIVE_ALPHA[names[0]]),
         phase(names[1], total_steps - first, OBJECTIVE_ALPHA[names[1]], reset_optimizer=True),
     ]
+
+
+def _needs_steps(objectives: str) -> str:
+    if "_" in objectives:
+        return f"a two-phase model ({objectives.replace('_', ' then ')}) needs at least 2 steps"
+    return "a model needs at least 1 step"
 
 
 def base_config(model_size: str = "base", data_preset: str = "small") -> ml_collections.ConfigDict:
@@ -108,10 +120,19 @@ def study_model_config(objectives: str, arg: str | None = None) -> ml_collection
     "MODEL_SIZE,DATA_PRESET,STEPS" (e.g. "small,small,3000") to scale it."""
     size, preset, steps = "base", "small", 10_000
     if arg:
-        parts = arg.split(",")
+        parts = [p.strip() for p in arg.split(",")]
         if len(parts) != 3:
-            raise ValueError(f"config argument {arg!r}: expected MODEL_SIZE,DATA_PRESET,STEPS")
-        size, preset, steps = parts[0], parts[1], int(parts[2])
+            raise ValueError(
+                f"config argument {arg!r}: expected MODEL_SIZE,DATA_PRESET,STEPS "
+                "(e.g. small,small,3000)"
+            )
+        size, preset = parts[0], parts[1]
+        try:
+            steps = int(parts[2])
+        except ValueError:
+            raise ValueError(f"STEPS={parts[2]!r} is not a whole number") from None
+        if steps < len(objectives.split("_")):
+            raise ValueError(f"STEPS={steps}, but {_needs_steps(objectives)}")
     c = base_config(size, preset)
     c.phases = study_phases(objectives, steps)
     return c

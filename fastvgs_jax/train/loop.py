@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from fastvgs_jax import workdir as workdir_lib
 from fastvgs_jax.data import pipelines
 from fastvgs_jax.models import fastvgs, sharding, speech
 from fastvgs_jax.train import image_tower, manifest, reporting, snapshots
@@ -60,13 +61,20 @@ def epoch_steps(data_config: ml_collections.ConfigDict, kind: str, epochs: float
 
 
 def prepare(
-    config: ml_collections.ConfigDict, resolve_epochs: bool = False
+    config: ml_collections.ConfigDict,
+    resolve_epochs: bool = False,
+    *,
+    workdir: str | None = None,
+    init_from: str | None = None,
 ) -> list[phases_lib.Phase]:
     """Validate everything before anything is compiled or written; align data with model.
 
     ``resolve_epochs`` turns phases given in epochs into steps (reads the built corpus);
-    without it they are only validated.
+    without it they are only validated. With ``init_from``, a run starting afresh in
+    ``workdir`` (no snapshots there) checks that the other run has a snapshot.
     """
+    if init_from and not (workdir and workdir_lib.snapshot_steps(workdir)):
+        snapshots.check_init_from(init_from)
     fastvgs.check_model_config(config.model)
     geometry = speech.frame_geometry(config.model)
     config.data.frame_kernels = geometry.kernels
@@ -144,9 +152,18 @@ def train(
     initialised encoder, or ``init_from``'s, so that history curves show where they began).
     ``stop_after`` ends the process's work after that many global steps (tests, budgets);
     the run resumes from its snapshots when called again.
+
+    A run that fails before its first step (or first snapshot) in a workdir it created
+    removes that workdir again; a workdir that existed before is never removed.
     """
-    prepare(config)  # everything that needs no data, before anything is written
+    # Everything that needs no data, before anything is written.
+    prepare(config, workdir=workdir, init_from=init_from)
     plan = prepare(config, resolve_epochs=True)
+    with workdir_lib.removed_unless_started(workdir) as new_run:
+        return _train(config, workdir, plan, init_from, eval_hook, stop_after, new_run)
+
+
+def _train(config, workdir, plan, init_from, eval_hook, stop_after, new_run) -> TrainState:
     os.makedirs(workdir, exist_ok=True)
     mesh = sharding.make_mesh(resolve_mesh_shape(config.mesh_shape, jax.device_count()))
     dtype = jnp.bfloat16 if config.precision == "bf16" else jnp.float32
@@ -231,6 +248,7 @@ def train(
                     if not bool(metrics["finite"]):
                         _non_finite(config, global_step, phase.name, metrics)
                     done = int(state.step)
+                    new_run.started()  # a failure from here on keeps the run's logs
                     reporter.step_done(_audio_seconds(batch, config.data.sample_rate))
                     if done % config.log_every == 0 or done in (phase_end, total):
                         line = {k: float(v) for k, v in metrics.items() if np.ndim(v) == 0}

@@ -28,6 +28,7 @@ from fastvgs_jax.workdir import (  # noqa: F401 - re-exported for the trainer's 
     load_variables,
     resolve_snapshot,
     snapshot_dir,
+    snapshot_steps,
 )
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,21 @@ def _flat(tree) -> dict[str, object]:
     return {_path_name(p): v for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
+def check_init_from(source_workdir: str) -> int:
+    """The newest snapshot step of ``--init_from``'s workdir (checked before any work).
+
+    Raises:
+      SnapshotError: the directory is missing or holds no snapshot.
+    """
+    if not os.path.isdir(source_workdir):
+        raise SnapshotError(f"--init_from={source_workdir}: no such directory")
+    steps = snapshot_steps(source_workdir)
+    if not steps:
+        directory = snapshot_dir(source_workdir)
+        raise SnapshotError(f"--init_from={source_workdir}: no snapshots under {directory}")
+    return steps[-1]
+
+
 def init_from(
     source_workdir: str, state, subtrees: Iterable[str] = MODEL_SUBTREES
 ) -> tuple[object, ImportReport]:
@@ -124,14 +140,11 @@ def init_from(
     has (same path) taken from it; the rest keep their initial values.
 
     Raises:
-      SnapshotError: no snapshot in ``source_workdir``, or an array whose shape differs
-        (naming the path and both shapes).
+      SnapshotError: no snapshot in ``source_workdir`` (``check_init_from``), or an array
+        whose shape differs (naming the path and both shapes).
     """
     directory = snapshot_dir(source_workdir)
-    steps = ocp.utils.checkpoint_steps(directory) if os.path.isdir(directory) else []
-    if not steps:
-        raise SnapshotError(f"--init_from={source_workdir}: no snapshots under {directory}")
-    step = max(steps)
+    step = check_init_from(source_workdir)
     path = os.path.join(directory, str(step), "state")
     saved = _flat(ocp.StandardCheckpointer().metadata(path).item_metadata.tree)
     subtrees = tuple(subtrees)

@@ -18,6 +18,7 @@ from fastvgs_jax.eval.history import HISTORY_FILE, HISTORY_PLOT, phase_boundarie
 from fastvgs_jax.eval.report import write_report
 from fastvgs_jax.eval.snapshot import EvaluationError, run_config
 from fastvgs_jax.train import loop
+from fastvgs_jax.workdir import SnapshotError
 
 
 def _read(path) -> str:
@@ -149,8 +150,9 @@ def test_cli_writes_a_report_for_a_phase_snapshot(run, cli, tmp_path, capsys):
 
 
 def test_cli_names_a_missing_snapshot(run, cli):
+    """main raises it; fastvgs_jax.cli.run turns it into one error line (test_cli_errors)."""
     workdir, _ = run
-    with pytest.raises(SystemExit) as exit_info:
+    with pytest.raises(SnapshotError) as error:
         _run_cli(cli, f"--workdir={workdir}", "--snapshot=nope")
-    message = str(exit_info.value.code)
+    message = str(error.value)
     assert "no snapshot 'nope'" in message and "2 (w2v2)" in message and "7 (vgs)" in message
