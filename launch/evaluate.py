@@ -27,7 +27,9 @@ _TASKS = flags.DEFINE_list("tasks", list(evaluate.TASKS), "Any of retrieval, abx
 _LAYERS = flags.DEFINE_string(
     "layers", "all", "ABX layers: 'all' or a list like frontend,1,3 (0 = frontend)."
 )
-_SPLIT = flags.DEFINE_string("split", "test", "Retrieval split.")
+_SPLIT = flags.DEFINE_string(
+    "split", None, "Retrieval split (default: the run config's data.retrieval.split)."
+)
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Corpus location (default: the run's).")
 _OUT = flags.DEFINE_string("out", None, "Report directory (default WORKDIR/evaluation/step_N).")
 _BASELINES = flags.DEFINE_bool("baselines", True, "Also score MFCC and a random-init encoder.")

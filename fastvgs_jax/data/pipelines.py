@@ -8,7 +8,8 @@ remain resume exactly and new ones start fresh.
 
 Batch layouts (``B`` batch, ``L`` samples, ``F`` frames):
   audio_image: audio [B, L] f32, audio_mask [B, L] bool, frame_mask [B, F] bool,
-               image [B, H, W, 3] f32, image_id [B] int64, kind "audio_image"
+               image [B, H, W, 3] f32 (or regions [B, R, D] f32 and boxes [B, R, 4] f32 from
+               detector features), image_id [B] int64, kind "audio_image"
   audio_only:  audio [B, L] f32, audio_mask [B, L] bool, frame_mask [B, F] bool,
                kind "audio_only"
 """
@@ -24,6 +25,7 @@ import numpy as np
 
 from fastvgs_jax.data import audio as audio_lib
 from fastvgs_jax.data import sources as sources_lib
+from fastvgs_jax.data.corpora import registry
 
 AUDIO_IMAGE = "audio_image"
 AUDIO_ONLY = "audio_only"
@@ -80,7 +82,11 @@ def _prepare_audio(example: dict, spec: StreamSpec, rng: np.random.Generator | N
 
 def _audio_image_example(example: dict, rng: np.random.Generator, spec: StreamSpec) -> dict:
     out = _prepare_audio(example, spec, rng)
-    out["image"] = audio_lib.normalize_image(np.asarray(example["image"]))
+    if "regions" in example:  # detector features: already numbers, nothing to normalise
+        out["regions"] = np.asarray(example["regions"], np.float32)
+        out["boxes"] = np.asarray(example["boxes"], np.float32)
+    else:
+        out["image"] = audio_lib.normalize_image(np.asarray(example["image"]))
     out["image_id"] = np.int64(example["image_id"])
     return out
 
@@ -96,9 +102,13 @@ def long_enough_indices(source, spec: StreamSpec) -> np.ndarray:
       ValueError: no example is long enough (an endless stream would otherwise hang).
     """
     min_samples = spec.min_seconds * spec.sample_rate
-    keep = np.array(
-        [i for i in range(len(source)) if source[i]["audio"].shape[0] >= min_samples], np.int64
-    )
+    if hasattr(source, "num_samples"):  # real corpora: lengths from the index, no decoding
+        keep = np.flatnonzero(source.num_samples() >= min_samples).astype(np.int64)
+    else:
+        keep = np.array(
+            [i for i in range(len(source)) if source[i]["audio"].shape[0] >= min_samples],
+            np.int64,
+        )
     if keep.size == 0:
         raise ValueError(
             f"min_seconds={spec.min_seconds} filters out every one of the {len(source)} "
@@ -263,22 +273,19 @@ def mixed_stream_from_config(
     return mixed_stream(streams, weights)
 
 
-def open_stream_source(data_config, kind: str) -> sources_lib.SplitSource:
-    """The built split that stream ``kind`` of a data config reads."""
-    return sources_lib.open_split(
-        data_config.data_dir,
-        data_config.preset,
-        data_config[kind].split,
-        seed=data_config.corpus_seed,
-        expected_sample_rate=data_config.sample_rate,
-    )
+def open_stream_source(data_config, kind: str):
+    """The random-access source that stream ``kind`` of a data config reads (its corpus and
+    split from ``data.<kind>``, through the corpus registry)."""
+    return registry.open_role(data_config, kind)
 
 
 def _stream_keep(data_config, kind: str) -> np.ndarray | None:
     spec = stream_spec(data_config, kind)
     if spec.min_seconds <= 0:
         return None
-    split = data_config[kind].split
+    corpus, split = registry.role_config(data_config, kind)
+    if corpus != registry.EMBEDDED:
+        return long_enough_indices(open_stream_source(data_config, kind), spec)
     return _long_enough_in_split(
         data_config.data_dir, data_config.preset, split, int(data_config.corpus_seed), spec
     )

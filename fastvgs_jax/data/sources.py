@@ -6,13 +6,12 @@ import os
 
 import numpy as np
 
+from fastvgs_jax.data.corpora.index import CorpusError  # one error type for every corpus
 from fastvgs_jax.data.spoken_scenes import builder as builder_lib
 
+__all__ = ["CorpusError", "SplitSource", "decode_text", "open_builder", "open_split"]
+
 ITEM_FILE = "abx.item"
-
-
-class CorpusError(RuntimeError):
-    """A built corpus is missing, incomplete, corrupt or does not match what was asked."""
 
 
 def version_dir(data_dir: str, preset: str, seed: int = 0) -> str:

@@ -12,6 +12,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from fastvgs_jax.data import sources
+from fastvgs_jax.data.corpora import registry
 from fastvgs_jax.eval import abx, features
 from fastvgs_jax.eval.snapshot import LoadedRun
 from fastvgs_jax.models import fastvgs, speech
@@ -20,20 +21,62 @@ ABX_SPLIT = "abx"
 SAMPLE_RATE = 16_000  # the corpus's, checked by sources.open_split
 
 
-def abx_utterances(source, indices: Iterable[int] | None = None) -> dict[str, np.ndarray]:
-    """utterance id → raw int16 waveform, for ``indices`` of the ABX split (default all)."""
+def abx_utterances(
+    source, indices: Iterable[int] | None = None, only: set[str] | None = None
+) -> dict[str, np.ndarray]:
+    """utterance id → raw int16 waveform, for ``indices`` of the ABX split (default all),
+    only the utterances named in ``only`` when given (the files of an item file)."""
     indices = range(len(source)) if indices is None else indices
+    entries = source.index.entries if hasattr(source, "index") else None
     out = {}
     for i in indices:
+        if only is not None and entries is not None and entries[i].utterance_id not in only:
+            continue  # a real corpus's index tells without decoding the audio
         example = source[i]
-        out[sources.decode_text(example["utterance_id"])] = np.asarray(example["audio"])
+        name = sources.decode_text(example["utterance_id"])
+        if only is None or name in only:
+            out[name] = np.asarray(example["audio"])
     return out
 
 
-def abx_items(data_dir: str, preset: str, corpus_seed: int, files: Iterable[str] | None = None):
-    """Rows of the corpus's ``abx.item``, only those of ``files`` when given."""
-    path = os.path.join(sources.version_dir(data_dir, preset, corpus_seed), sources.ITEM_FILE)
-    items = abx.read_item_file(path)
+def abx_set(data_config) -> tuple[dict[str, np.ndarray], list]:
+    """The ABX utterances (those the item file names) and the item rows over them.
+
+    Raises:
+      CorpusError: an item file naming utterances the ABX corpus split does not have.
+    """
+    items = abx.read_item_file(item_file_path(data_config))
+    wanted = {item[0] for item in items}
+    utterances = abx_utterances(registry.open_role(data_config, "abx"), only=wanted)
+    missing = sorted(wanted - set(utterances))
+    if missing:
+        corpus, split = registry.role_config(data_config, "abx")
+        raise sources.CorpusError(
+            f"{len(missing)} of the {len(wanted)} files of {item_file_path(data_config)} are not "
+            f"in {corpus}/{split} (e.g. {', '.join(missing[:5])})"
+        )
+    return utterances, items
+
+
+def item_file_path(data_config) -> str:
+    """The ABX item file a data config names: ``data.abx.item_file`` (e.g. Libri-light's
+    ``dev-clean.item``), or the embedded corpus's own ``abx.item``."""
+    configured = str((data_config.get("abx") or {}).get("item_file", "") or "")
+    if configured:
+        return configured
+    corpus, _ = registry.role_config(data_config, "abx")
+    if corpus != registry.EMBEDDED:
+        raise sources.CorpusError(
+            f"data.abx.corpus={corpus!r} needs data.abx.item_file (e.g. Libri-light's "
+            "dev-clean.item)"
+        )
+    version = sources.version_dir(data_config.data_dir, data_config.preset, data_config.corpus_seed)
+    return os.path.join(version, sources.ITEM_FILE)
+
+
+def abx_items(data_config, files: Iterable[str] | None = None):
+    """Rows of the data config's ABX item file, only those of ``files`` when given."""
+    items = abx.read_item_file(item_file_path(data_config))
     if files is not None:
         keep = set(files)
         items = [item for item in items if item[0] in keep]
@@ -80,7 +123,7 @@ def mfcc_table(utterances: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def _evaluate_abx(
     run: LoadedRun,
-    data: dict,
+    data_config,
     layer_ids: tuple[int, ...],
     seed: int,
     inclusive_end: bool,
@@ -89,11 +132,7 @@ def _evaluate_abx(
     progress: bool,
 ) -> dict:
     """The ``abx`` section of ``evaluate_run``: trained layers, then the baseline rows."""
-    source = sources.open_split(
-        data["data_dir"], data["preset"], ABX_SPLIT, seed=data["corpus_seed"]
-    )
-    utterances = abx_utterances(source)
-    items = abx_items(data["data_dir"], data["preset"], data["corpus_seed"])
+    utterances, items = abx_set(data_config)
     model_config = run.config.model
     frame_rate = SAMPLE_RATE / speech.frame_geometry(model_config).stride
     score = functools.partial(abx_scores, seed=seed, inclusive_end=inclusive_end, progress=progress)
@@ -102,8 +141,11 @@ def _evaluate_abx(
     )
     rows, num_items = score(trained, items, frame_rate=frame_rate, description="ABX (trained)")
     del trained  # every layer of every utterance: the largest thing held here
+    corpus, split = registry.role_config(data_config, "abx")
     out = {
-        "split": ABX_SPLIT,
+        "corpus": corpus,
+        "split": split,
+        "item_file": item_file_path(data_config),
         "utterances": len(utterances),
         "num_items": num_items,
         "seed": seed,

@@ -27,7 +27,8 @@ from collections.abc import Sequence
 
 import ml_collections
 
-from fastvgs_jax.data import pipelines, sources
+from fastvgs_jax.data import pipelines
+from fastvgs_jax.data.corpora import registry
 from fastvgs_jax.eval import features
 from fastvgs_jax.eval.abx_run import _evaluate_abx
 from fastvgs_jax.eval.history import HISTORY_FILE as HISTORY_FILE
@@ -59,7 +60,7 @@ def evaluate_run(
     snapshot: str | int | None = None,
     tasks: Sequence[str] = TASKS,
     layers: str | Sequence[int | str] = "all",
-    split: str = "test",
+    split: str | None = None,
     *,
     data_dir: str | None = None,
     batch_size: int | None = None,
@@ -77,8 +78,10 @@ def evaluate_run(
       snapshot: a step, a phase name (that phase's last snapshot) or None (the newest).
       tasks: any of "retrieval", "abx".
       layers: ABX layers, "all" or e.g. "frontend,1,3" (see ``features.parse_layers``).
-      split: the retrieval split (every caption; each unique image once).
-      data_dir: where the corpus is (default: the run config's ``data.data_dir``).
+      split: the retrieval split (every caption; each unique image once); None: the run
+        config's ``data.retrieval.split`` of its ``data.retrieval.corpus``.
+      data_dir: where the embedded corpus and the indexes are (default: the run config's
+        ``data.data_dir``).
       batch_size: captions/images/… per batch (default: the run's audio-image batch).
       abx_seed, inclusive_end: ABX subsampling seed and frame convention (``abx.abx_error``).
       baselines: also score MFCCs and a randomly initialised encoder on the same ABX items
@@ -94,10 +97,16 @@ def evaluate_run(
     layer_ids = features.parse_layers(layers, int(run_config(workdir).model.num_layers))
     run = load_run(workdir, snapshot)
     config = run.config
+    data_config = ml_collections.ConfigDict(config.data.to_dict())
+    data_config.data_dir = _data_dir(config, data_dir)
+    retrieval_corpus, retrieval_split = registry.role_config(data_config, "retrieval")
+    split = split or retrieval_split
     data = {
-        "data_dir": _data_dir(config, data_dir),
-        "preset": str(config.data.preset),
-        "corpus_seed": int(config.data.corpus_seed),
+        "data_dir": str(data_config.data_dir),
+        "preset": str(data_config.preset),
+        "corpus_seed": int(data_config.corpus_seed),
+        "retrieval_corpus": retrieval_corpus,
+        "abx_corpus": registry.role_config(data_config, "abx")[0],
     }
     results: dict = {
         "workdir": os.path.abspath(workdir),
@@ -114,9 +123,7 @@ def evaluate_run(
     }
     if "retrieval" in tasks:
         spec = caption_spec(config, batch_size)
-        source = sources.open_split(
-            data["data_dir"], data["preset"], split, seed=data["corpus_seed"]
-        )
+        source = registry.open_role(data_config, "retrieval", split=split)
         batches = pipelines.evaluation_batches(source, pipelines.AUDIO_IMAGE, spec)
         scores = retrieval_metrics(
             config.model,
@@ -127,9 +134,21 @@ def evaluate_run(
             progress=progress,
             total=-(-len(source) // spec.batch_size),
         )
-        results["retrieval"] = {"split": split, "crop_seconds": spec.crop_seconds, **scores}
+        results["retrieval"] = {
+            "corpus": retrieval_corpus,
+            "split": split,
+            "crop_seconds": spec.crop_seconds,
+            **scores,
+        }
     if "abx" in tasks:
         results["abx"] = _evaluate_abx(
-            run, data, layer_ids, abx_seed, inclusive_end, baselines, random_init_seed, progress
+            run,
+            data_config,
+            layer_ids,
+            abx_seed,
+            inclusive_end,
+            baselines,
+            random_init_seed,
+            progress,
         )
     return results

@@ -15,8 +15,9 @@ import ml_collections
 import numpy as np
 
 from fastvgs_jax.data import pipelines, sources
+from fastvgs_jax.data.corpora import registry
 from fastvgs_jax.eval import features
-from fastvgs_jax.eval.abx_run import ABX_SPLIT, SAMPLE_RATE, abx_items, abx_scores, abx_utterances
+from fastvgs_jax.eval.abx_run import SAMPLE_RATE, abx_items, abx_scores, abx_utterances
 from fastvgs_jax.eval.report import _json_safe
 from fastvgs_jax.eval.retrieval_run import caption_spec, retrieval_metrics
 from fastvgs_jax.eval.snapshot import EvaluationError, read_manifest
@@ -34,7 +35,7 @@ def caption_subset(source, num_images: int, captions_per_image: int) -> list[int
     taken: dict[int, int] = {}
     chosen = []
     for i in range(len(source)):
-        image_id = int(source[i]["image_id"])
+        image_id = int(_field(source, i, "image_id"))
         if image_id not in taken:
             if len(taken) == num_images:
                 continue
@@ -48,6 +49,8 @@ def caption_subset(source, num_images: int, captions_per_image: int) -> list[int
 def sentence_subset(source, count: int) -> list[int]:
     """About ``count`` ABX utterances, whole sentences at a time (every speaker's reading of
     a sentence), so that both within- and across-speaker cells exist."""
+    if hasattr(source, "index"):
+        return speaker_subset(source, count)
     by_text: dict[str, list[int]] = collections.defaultdict(list)
     for i in range(len(source)):
         by_text[sources.decode_text(source[i]["text"])].append(i)
@@ -59,14 +62,33 @@ def sentence_subset(source, count: int) -> list[int]:
     return sorted(chosen)
 
 
+def speaker_subset(source, count: int, speakers: int = 4) -> list[int]:
+    """About ``count`` utterances of a real corpus's ABX split (read speech: no sentence is
+    read twice), ``count / speakers`` from each of the first ``speakers`` speakers, so that
+    within-speaker cells (several utterances of one speaker) and across-speaker cells exist."""
+    by_speaker: dict[str, list[int]] = collections.defaultdict(list)
+    for i, entry in enumerate(source.index.entries):
+        by_speaker[entry.speaker].append(i)
+    per_speaker = max(1, -(-count // speakers))
+    chosen = [i for name in sorted(by_speaker)[:speakers] for i in by_speaker[name][:per_speaker]]
+    return sorted(chosen)
+
+
+def _field(source, index: int, name: str):
+    """One label of an example, from a real corpus's index when it has one (no decoding)."""
+    if hasattr(source, "index"):
+        return getattr(source.index.entries[index], name)
+    return source[index][name]
+
+
 class EvaluationHook:
     """``eval_hook(state, step, phase)`` for ``train.loop.train``: retrieval and ABX on a fixed
     small subset, one JSON line per call in ``WORKDIR/eval_history.jsonl``.
 
-    The subset (the first ``num_images`` images of ``split`` with up to
-    ``captions_per_image`` captions each, and about ``num_abx_utterances`` ABX utterances,
-    whole sentences at a time) is read once, at the first call; a count of 0 turns that task
-    off. ``layers`` default to the frontend, the VGS layer and the last layer. Lines are
+    The subset (the first ``num_images`` images of ``split``, default ``data.validation``,
+    with up to ``captions_per_image`` captions each, and about ``num_abx_utterances`` ABX
+    utterances, whole sentences at a time) is read once, at the first call; a count of 0 turns
+    that task off. ``layers`` default to the frontend, the VGS layer and the last layer. Lines are
     written by process 0 only.
     """
 
@@ -75,7 +97,7 @@ class EvaluationHook:
         config: ml_collections.ConfigDict,
         workdir: str,
         *,
-        split: str = "validation",
+        split: str | None = None,
         num_images: int = 32,
         captions_per_image: int = 2,
         num_abx_utterances: int = 64,
@@ -101,7 +123,7 @@ class EvaluationHook:
         data = self.config.data
         inputs = {"batches": [], "batch_size": 0, "utterances": {}, "items": []}
         if self.num_images > 0 and self.captions_per_image > 0:
-            captions = sources.open_split(data.data_dir, data.preset, self.split, data.corpus_seed)
+            captions = registry.open_role(data, "validation", split=self.split)
             chosen = caption_subset(captions, self.num_images, self.captions_per_image)
             subset = [captions[i] for i in chosen]
             spec = caption_spec(self.config, min(len(subset), int(data.audio_image.batch_size)))
@@ -109,10 +131,10 @@ class EvaluationHook:
             batches = pipelines.evaluation_batches(subset, pipelines.AUDIO_IMAGE, spec)
             inputs.update(batches=list(batches), batch_size=spec.batch_size)
         if self.num_abx_utterances > 0:
-            abx_source = sources.open_split(data.data_dir, data.preset, ABX_SPLIT, data.corpus_seed)
+            abx_source = registry.open_role(data, "abx")
             chosen = sentence_subset(abx_source, self.num_abx_utterances)
             utterances = abx_utterances(abx_source, chosen)
-            items = abx_items(data.data_dir, data.preset, data.corpus_seed, utterances)
+            items = abx_items(data, utterances)
             inputs.update(utterances=utterances, items=items)
         return inputs
 

@@ -23,8 +23,19 @@ def _embedders(model_json: str):
     (variables are arguments: trained and random weights share the executables)."""
     model = fastvgs.FaSTVGSPlus(ml_collections.ConfigDict(json.loads(model_json)))
     audio = jax.jit(lambda v, a, m: model.apply(v, a, m, method=model.encode_audio))
-    image = jax.jit(lambda v, x: model.apply(v, x, method=model.encode_image))
+    image = jax.jit(lambda v, inputs: model.apply(v, **inputs, method=model.encode_image))
     return audio, image
+
+
+# What an image is in a batch: pixels, or detector region features and their boxes.
+IMAGE_FIELDS = (("image",), ("regions", "boxes"))
+
+
+def image_fields(batch: Mapping) -> tuple[str, ...]:
+    for fields in IMAGE_FIELDS:
+        if all(name in batch for name in fields):
+            return fields
+    raise ValueError(f"an audio-image batch without image inputs (has {sorted(batch)})")
 
 
 def caption_spec(
@@ -55,35 +66,43 @@ def embed_captions(
     Args:
       batches: ``pipelines.evaluation_batches`` output (fixed shapes, ``example_mask``).
     Returns:
-      ([captions, D] float32, [captions] image ids, {image id: [H, W, 3] float32}).
+      ([captions, D] float32, [captions] image ids, {image id: its image inputs}), the inputs
+      ``{"image": [H, W, 3]}`` or ``{"regions": [R, F], "boxes": [R, 4]}`` (float32).
     """
     encode_audio, _ = _embedders(model_config.to_json())
     embeddings, image_ids, images = [], [], {}
     for batch in tqdm(batches, desc="captions", total=total, disable=not progress, leave=False):
-        keep = np.asarray(batch["example_mask"])
+        keep = np.flatnonzero(np.asarray(batch["example_mask"]))
         emb = jax.device_get(encode_audio(variables, batch["audio"], batch["frame_mask"]))
         embeddings.append(np.asarray(emb, np.float32)[keep])
-        for image_id, image in zip(batch["image_id"][keep], batch["image"][keep], strict=True):
-            image_ids.append(int(image_id))
-            if int(image_id) not in images:  # a copy: a view would keep the whole batch alive
-                images[int(image_id)] = np.array(image)
+        fields = image_fields(batch)
+        for row in keep:
+            image_id = int(batch["image_id"][row])
+            image_ids.append(image_id)
+            if image_id not in images:  # copies: a view would keep the whole batch alive
+                images[image_id] = {name: np.array(batch[name][row]) for name in fields}
     return np.concatenate(embeddings), np.asarray(image_ids, np.int64), images
 
 
 def embed_images(
     model_config: ml_collections.ConfigDict,
     variables: Mapping,
-    images: Sequence[np.ndarray],
+    images: Sequence[np.ndarray | Mapping[str, np.ndarray]],
     batch_size: int,
 ) -> np.ndarray:
-    """[images, D] float32 embeddings, in fixed-size batches (the last one padded)."""
+    """[images, D] float32 embeddings, in fixed-size batches (the last one padded).
+
+    ``images``: pixels [H, W, 3] each, or the inputs ``embed_captions`` collects.
+    """
     _, encode_image = _embedders(model_config.to_json())
+    images = [x if isinstance(x, Mapping) else {"image": x} for x in images]
     out = []
     for start in range(0, len(images), batch_size):
         chunk = list(images[start : start + batch_size])
         count = len(chunk)
         chunk += [chunk[-1]] * (batch_size - count)  # filler rows: one compiled shape
-        emb = jax.device_get(encode_image(variables, np.stack(chunk)))
+        stacked = {name: np.stack([x[name] for x in chunk]) for name in chunk[0]}
+        emb = jax.device_get(encode_image(variables, stacked))
         out.append(np.asarray(emb, np.float32)[:count])
     return np.concatenate(out)
 
