@@ -39,6 +39,10 @@ def _conv(x, shape):  # torch [out, in, k] ↔ ours [k, in, out]
 # name → (to_ours(theirs, our_shape), to_theirs(ours, our_shape))
 LAYOUTS = {
     "copy": (lambda x, s: x, lambda x, s: x),
+    # torch Conv2d [out, in, kh, kw] ↔ Flax nn.Conv [kh, kw, in, out] (image towers' patches)
+    "conv2d": (lambda x, s: x.transpose(2, 3, 1, 0), lambda x, s: x.transpose(3, 2, 0, 1)),
+    # torch [1, tokens, D] (ViT keeps a batch axis on its position table) ↔ ours [tokens, D]
+    "drop_leading_1": (lambda x, s: x.reshape(s), lambda x, s: x[None]),
     "linear": (_linear, _linear),
     "conv": (_conv, _conv),
     # torch Conv2d over [B, C, 1, T] with kernel (1, k) ↔ our 1-D conv [k, in, out].
