@@ -23,6 +23,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from fastvgs_jax import cli
+from fastvgs_jax.data.corpora import registry
 from fastvgs_jax.eval import evaluate
 from fastvgs_jax.train import distributed, loop, reporting
 from fastvgs_jax.train.step import state_digest
@@ -61,7 +62,8 @@ def main(argv) -> None:
     config = _CONFIG.value
     # Validate before building data or writing anything.
     loop.prepare(config, workdir=_WORKDIR.value, init_from=_INIT_FROM.value)
-    distributed.ensure_corpus(config.data.data_dir, config.data.preset, config.data.corpus_seed)
+    if registry.uses_embedded(config.data):
+        distributed.ensure_corpus(config.data.data_dir, config.data.preset, config.data.corpus_seed)
     hook = evaluate.EvaluationHook(config, _WORKDIR.value) if _HISTORY.value else None
     state = loop.train(config, _WORKDIR.value, init_from=_INIT_FROM.value, eval_hook=hook)
     # On stdout, for scripts comparing runs: equal digests mean bitwise-identical states.

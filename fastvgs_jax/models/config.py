@@ -100,6 +100,9 @@ def model_config(size: str = "base") -> ml_collections.ConfigDict:
     # the projection after them still trains.
     c.image.cnn_frozen = False
     c.image.patch_size = 8  # ViT patch side (pixels); 64×64 corpus images → 64 patches
+    # Pixels per side the ViT is built for (its position table); a run on a real corpus's
+    # photographs sets it from data.image.size.
+    c.image.image_size = 64
     c.image.num_layers = 6  # BERT layers on patches/regions
     c.image.num_heads = 12
     c.image.mlp_dim = 3072

@@ -208,7 +208,8 @@ def example_inputs(config: ml_collections.ConfigDict, batch: int = 1, seconds: f
     frame_mask = np.ones((batch, frames), bool)
     image = regions = boxes = None
     if config.image.kind in ("vit", "cnn"):
-        image = np.zeros((batch, 64, 64, 3), np.float32)
+        size = int(config.image.get("image_size", 64))  # sizes the ViT's position table
+        image = np.zeros((batch, size, size, 3), np.float32)
     else:
         regions = np.zeros((batch, config.image.num_regions, config.image.region_dim), np.float32)
         boxes = np.zeros((batch, config.image.num_regions, 4), np.float32)

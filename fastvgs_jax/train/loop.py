@@ -23,6 +23,7 @@ import numpy as np
 
 from fastvgs_jax import workdir as workdir_lib
 from fastvgs_jax.data import pipelines
+from fastvgs_jax.data.corpora import registry
 from fastvgs_jax.models import fastvgs, sharding, speech
 from fastvgs_jax.train import image_tower, manifest, reporting, snapshots
 from fastvgs_jax.train import optimizer as optimizer_lib
@@ -60,6 +61,34 @@ def epoch_steps(data_config: ml_collections.ConfigDict, kind: str, epochs: float
     return max(1, math.ceil(epochs * size / spec.batch_size))
 
 
+# What the image encoder (model.image.kind) reads for each image side of a real corpus
+# (data.image.kind): decoded pixels, or stored per-image vectors (detector regions, or the
+# cached tokens of a frozen pretrained ViT) read as regions.
+IMAGE_ENCODERS = {"pixels": ("vit", "cnn"), "regions": ("regions",), "vit": ("regions",)}
+
+
+def align_image_side(config: ml_collections.ConfigDict) -> None:
+    """Checks that the model's image encoder reads what the audio-image corpus supplies, and
+    sizes the ViT's position table for a real corpus's pixels (data.image.size).
+
+    Raises:
+      ValueError: naming both fields when they disagree.
+    """
+    corpus, _ = registry.role_config(config.data, "audio_image")
+    if corpus == registry.EMBEDDED:
+        return
+    supplied = str(config.data.image.kind)
+    if supplied not in IMAGE_ENCODERS:
+        raise ValueError(f"data.image.kind={supplied!r}; expected one of {tuple(IMAGE_ENCODERS)}")
+    if config.model.image.kind not in IMAGE_ENCODERS[supplied]:
+        raise ValueError(
+            f"data.image.kind={supplied!r} (from {corpus}) needs model.image.kind in "
+            f"{IMAGE_ENCODERS[supplied]}, not {config.model.image.kind!r}"
+        )
+    if supplied == "pixels":
+        config.model.image.image_size = int(config.data.image.size)
+
+
 def prepare(
     config: ml_collections.ConfigDict,
     resolve_epochs: bool = False,
@@ -79,6 +108,7 @@ def prepare(
     geometry = speech.frame_geometry(config.model)
     config.data.frame_kernels = geometry.kernels
     config.data.frame_strides = geometry.strides
+    align_image_side(config)
     resolver = functools.partial(epoch_steps, config.data) if resolve_epochs else None
     plan = phases_lib.phases_from_config(config, resolver)
     if config.precision not in ("fp32", "bf16"):

@@ -77,6 +77,11 @@ def role_config(data_config: ml_collections.ConfigDict, role: str) -> tuple[str,
     return corpus, split
 
 
+def uses_embedded(data_config: ml_collections.ConfigDict) -> bool:
+    """Whether any role reads the embedded corpus (which must then be built first)."""
+    return any(role_config(data_config, role)[0] == EMBEDDED for role in ROLES)
+
+
 def corpus_settings(data_config: ml_collections.ConfigDict, corpus: str):
     corpora = data_config.get("corpora") or {}
     settings = corpora.get(corpus)
