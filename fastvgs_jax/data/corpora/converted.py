@@ -34,7 +34,6 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import dataclasses
-import io
 import json
 import re
 import tempfile
@@ -115,39 +114,6 @@ def command(data_config: ml_collections.ConfigDict, corpus: str, split: str) -> 
 
 # ----------------------------------------------------------------------------------------------
 # Images from their file bytes
-
-
-def image_from_bytes(data: bytes, size: int, where: str = "image") -> np.ndarray:
-    """uint8 RGB [size, size, 3] from an encoded image: the shorter side resized to ``size``
-    (bicubic), then the centre square cropped — ``decode.read_image``'s transform.
-
-    Raises:
-      decode.DecodeError: naming ``where``, for bytes Pillow cannot decode.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image = image.convert("RGB")
-            width, height = image.size
-            scale = size / min(width, height)
-            resized = (max(size, round(width * scale)), max(size, round(height * scale)))
-            image = image.resize(resized, Image.Resampling.BICUBIC)
-            left = (resized[0] - size) // 2
-            top = (resized[1] - size) // 2
-            image = image.crop((left, top, left + size, top + size))
-            return np.asarray(image, np.uint8)
-    except (OSError, UnidentifiedImageError, SyntaxError) as error:
-        raise decode.DecodeError(f"unreadable image {where} ({error})") from error
-
-
-def _read_file(path: str) -> bytes:
-    try:
-        return epath.Path(path).read_bytes()
-    except FileNotFoundError as error:
-        raise decode.DecodeError(f"missing file {path}") from error
-    except OSError as error:
-        raise decode.DecodeError(f"cannot read {path} ({error})") from error
 
 
 # ----------------------------------------------------------------------------------------------
@@ -269,7 +235,7 @@ class ConvertedCorpus(tfds.core.GeneratorBasedBuilder):
             if self.builder_config.captioned:
                 example["image_id"] = np.int64(entry.image_id)
                 example["image_key"] = entry.image_key
-                example["image"] = np.frombuffer(_read_file(entry.image), np.uint8)
+                example["image"] = np.frombuffer(decode.read_bytes(entry.image), np.uint8)
         except decode.DecodeError as error:
             raise CorpusError(
                 f"{entry.utterance_id}: {error}; the file changed since the index at "
@@ -433,7 +399,7 @@ class ConvertedSource:
                     example["regions"], example["boxes"] = self.regions.lookup(key)
                 elif self.image_size:
                     where = f"record {i} ({example['utterance_id']}) under {self.path}"
-                    example["image"] = image_from_bytes(
+                    example["image"] = decode.image_from_bytes(
                         record["image"].tobytes(), self.image_size, where
                     )
             except (decode.DecodeError, KeyError) as error:
@@ -478,8 +444,8 @@ def open_converted(
     if rate != expected_rate:
         raise CorpusError(f"{path} holds {rate} Hz audio; the pipeline expects {expected_rate} Hz")
     try:
-        builder = ConvertedCorpus(config=config, data_dir=converted_dir(data_config))
-        source = builder.as_data_source(tfds_split(split))
+        # From the folder's own description (features.json): no builder code is needed.
+        source = tfds.builder_from_directory(path).as_data_source(tfds_split(split))
         with (epath.Path(path) / NUM_SAMPLES_FILE).open("rb") as f:
             lengths = np.load(f)
         count = len(source)

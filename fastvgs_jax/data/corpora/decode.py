@@ -76,16 +76,29 @@ def check_image(path: str) -> None:
         raise DecodeError(f"unreadable image {path} ({error})") from error
 
 
+def read_bytes(path: str) -> bytes:
+    """A file's bytes (DecodeError naming ``path`` when missing or unreadable)."""
+    return _read_bytes(path)
+
+
 def read_image(path: str, size: int) -> np.ndarray:
-    """uint8 RGB [size, size, 3]: the shorter side resized to ``size`` (bicubic), then the
-    centre square cropped, as ImageNet-style evaluation transforms do.
+    """uint8 RGB [size, size, 3] of the image file at ``path`` (see ``image_from_bytes``).
 
     Raises:
       DecodeError: naming ``path``, for a missing or undecodable image.
     """
+    return image_from_bytes(_read_bytes(path), size, path)
+
+
+def image_from_bytes(data: bytes, size: int, where: str = "image") -> np.ndarray:
+    """uint8 RGB [size, size, 3] from an encoded image: the shorter side resized to ``size``
+    (bicubic), then the centre square cropped, as ImageNet-style evaluation transforms do.
+
+    Raises:
+      DecodeError: naming ``where``, for bytes Pillow cannot decode.
+    """
     from PIL import Image, UnidentifiedImageError
 
-    data = _read_bytes(path)
     try:
         with Image.open(io.BytesIO(data)) as image:
             image = image.convert("RGB")
@@ -98,4 +111,4 @@ def read_image(path: str, size: int) -> np.ndarray:
             image = image.crop((left, top, left + size, top + size))
             return np.asarray(image, np.uint8)
     except (OSError, UnidentifiedImageError, SyntaxError) as error:
-        raise DecodeError(f"unreadable image {path} ({error})") from error
+        raise DecodeError(f"unreadable image {where} ({error})") from error
