@@ -3,23 +3,37 @@
     python launch/study.py                          # the demo study (~70 min on 2 CPU cores)
     python launch/study.py --config=configs/study.py:quick          # ≤ 10 min, tiny model
     python launch/study.py --config.seeds=0,1 --config.steps=3000 --config.models=w2v2,vgs
+    python launch/study.py --config=configs/study.py:spokencoco \
+        --config.run.data.corpora.spokencoco.root=/data/SpokenCOCO \
+        --config.run.data.corpora.spokencoco.image_root=/data/mscoco \
+        --config.run.data.corpora.librispeech.root=/data/LibriSpeech \
+        --config.run.data.abx.item_file=/data/ABX/dev-clean.item \
+        --config.run.data.image.regions=/data/mscoco_imgfeat/features.h5
 
-The argument picks a preset (demo | quick); every field can be overridden. Why the demo's
-values depart from the paper, with what each measured: docs/demo_design.md.
+The argument picks a preset (demo | quick | spokencoco); every field can be overridden. Why
+the demo's values depart from the paper, with what each measured: docs/demo_design.md. The
+spokencoco preset is the paper's study on the paper's data (docs/corpora.md: where the
+corpora come from and how to point the project at them).
 """
 
 import ml_collections
 
+from fastvgs_jax.data.config import paper_corpora
 from fastvgs_jax.study import MODELS
 from fastvgs_jax.train.config import base_config
 
-PRESETS = ("demo", "quick")
+PRESETS = ("demo", "quick", "spokencoco")
+# Optimiser steps of 70 epochs of SpokenCOCO's Karpathy train split (566,747 captions) in
+# batches of 64: the paper's budget per model.
+SPOKENCOCO_STEPS = 70 * 566_747 // 64
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     preset = arg or "demo"
     if preset not in PRESETS:
         raise ValueError(f"unknown study preset {preset!r}; expected one of {PRESETS}")
+    if preset == "spokencoco":
+        return spokencoco_study()
     s = ml_collections.ConfigDict()
     s.name = preset  # the study's name in logs, results.json and table.md (the folder is `out`)
     s.out = f"results/{preset}"  # runs, evaluations, tables and plots go here
@@ -128,4 +142,40 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     s.history.captions_per_image = 2
     s.history.num_abx_utterances = 64 if preset == "demo" else 16
     s.history.layers = None  # default: frontend, the VGS layer and the last layer
+    return s
+
+
+def spokencoco_study() -> ml_collections.ConfigDict:
+    """The nine models at the paper's scale on the paper's data (Khorrami et al.'s study).
+
+    The base encoder (raw-waveform CNN, 12 × 768, VGS on layer 8), Faster R-CNN regions as the
+    image side, SpokenCOCO's Karpathy train split, retrieval on its 5k-image test split, and
+    Libri-light ABX on LibriSpeech dev-clean; the reference optimiser and loss (fp32, batch 64,
+    lr 1e-4, BertAdam, margin InfoNCE). Paths are empty: set them for your disks or buckets.
+    """
+    s = get_config("demo")  # every study field, then the paper's values
+    s.name = "spokencoco"
+    s.out = "results/spokencoco"
+    s.steps = SPOKENCOCO_STEPS  # 20 : 50 epochs per two-phase model
+    s.temperature_anneal_share = None  # fairseq's per-update decay (0.999995), as the paper
+    s.min_warmup_share = None  # each phase's own 10 % warm-up
+    for name in ("w2v2", "vgs", "vgsplus"):
+        s.learning_rates[name] = None
+        s.vgs_branch_lr_scales[name] = None
+    s.vgsplus_alpha = 0.5  # the paper's VGS+
+    s.test_split = "test_karpathy"  # 5,000 images, 25,035 captions
+    s.image_tower.enabled = False  # the detector's regions are the frozen image side
+
+    run = base_config("base", "small")  # the reference model and optimiser, fp32
+    # SpokenCOCO, LibriSpeech (the audio-only pool is read only where audio_only_shares gives
+    # it batches: the paper's nine models train on captions alone), Libri-light ABX, regions.
+    paper_corpora(run.data)
+    run.model.image.kind = "regions"
+    run.log_every = 100
+    run.snapshot_every = 5000
+    s.run = run
+    s.history.points = 70  # about one evaluation per epoch
+    s.history.num_images = 500
+    s.history.captions_per_image = 1
+    s.history.num_abx_utterances = 400
     return s

@@ -83,3 +83,18 @@ def data_config(preset: str = "small") -> ml_collections.ConfigDict:
     config.image.regions = ""  # HDF5 or bottom-up-attention TSV keyed by image id
     config.image.num_regions = 36
     return config
+
+
+def paper_corpora(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Points every role of a data config at the paper's corpora: SpokenCOCO's Karpathy
+    splits (train, val for the training-time subset, the 5k-image test for retrieval), the
+    960 h of LibriSpeech as the audio-only pool, Libri-light ABX on dev-clean, and Faster
+    R-CNN regions as the image side. Paths stay empty for the user to set."""
+    config.audio_image.corpus, config.audio_image.split = "spokencoco", "train_karpathy"
+    config.validation.corpus, config.validation.split = "spokencoco", "val_karpathy"
+    config.retrieval.corpus, config.retrieval.split = "spokencoco", "test_karpathy"
+    config.audio_only.corpus = "librispeech"
+    config.audio_only.split = "train-clean-100+train-clean-360+train-other-500"
+    config.abx.corpus, config.abx.split = "librispeech", "dev-clean"
+    config.image.kind = "regions"  # bottom-up-attention features: 36 × 2048 + boxes
+    return config

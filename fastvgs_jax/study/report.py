@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from fastvgs_jax.data.corpora import registry
 from fastvgs_jax.eval import evaluate
 from fastvgs_jax.study.plan import label, run_dir, study_models, study_seeds
 
@@ -112,7 +113,11 @@ def summarise(
             "num_layers": int(settings.run.model.num_layers),
             "hidden_dim": int(settings.run.model.hidden_dim),
         },
-        "data": {"preset": str(settings.run.data.preset), "split": settings.test_split},
+        "data": {
+            "corpus": registry.role_config(settings.run.data, "retrieval")[0],
+            "preset": str(settings.run.data.preset),
+            "split": settings.test_split,
+        },
         # The pretrained, frozen image tower's held-out scores (None: trained from scratch).
         "image_tower": None if tower_metrics is None else dict(tower_metrics),
         "units": "percent",
@@ -134,6 +139,12 @@ def _layer_note(layers: Sequence[str | None]) -> str:
     return f" ({', '.join(names)})" if names else ""
 
 
+def corpus_label(data: Mapping) -> str:
+    """``spoken_scenes/small`` for the embedded corpus, the corpus's name for a real one."""
+    corpus = data.get("corpus", registry.EMBEDDED)
+    return f"{corpus}/{data['preset']}" if corpus == registry.EMBEDDED else corpus
+
+
 def tables_markdown(results: Mapping) -> str:
     seeds = results["seeds"]
     lines = [
@@ -142,7 +153,7 @@ def tables_markdown(results: Mapping) -> str:
         "",
         f"Model: {results['model']['size']} ({results['model']['frontend']} frontend, "
         f"{results['model']['num_layers']} × {results['model']['hidden_dim']}); corpus "
-        f"spoken_scenes/{results['data']['preset']}, {results['data']['split']} split. "
+        f"{corpus_label(results['data'])}, {results['data']['split']} split. "
         "Values in %, mean ± std over seeds.",
         "",
     ]

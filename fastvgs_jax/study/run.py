@@ -14,6 +14,7 @@ import ml_collections
 
 from fastvgs_jax import workdir as workdir_lib
 from fastvgs_jax.data import build
+from fastvgs_jax.data.corpora import registry
 from fastvgs_jax.eval import evaluate
 from fastvgs_jax.study.plan import (
     EVALUATION_FILE,
@@ -258,6 +259,16 @@ class StudyClock:
         _write_json(self.path, self.timing)
 
 
+def ensure_corpora(data: ml_collections.ConfigDict) -> bool:
+    """Builds the embedded corpus if a role reads it; returns whether it was there already.
+    (A real corpus's index is built at its first use, by the first model that reads it.)"""
+    if not registry.uses_embedded(data):
+        return True
+    reused = build.is_built(data.data_dir, data.preset, seed=data.corpus_seed)
+    build.ensure_built(data.data_dir, data.preset, seed=data.corpus_seed)
+    return reused
+
+
 def run_study(settings: ml_collections.ConfigDict) -> dict:
     """Train and evaluate every model × seed, then write the report; returns results.json.
 
@@ -267,8 +278,7 @@ def run_study(settings: ml_collections.ConfigDict) -> dict:
     check_settings(settings)
     started = time.monotonic()
     data = settings.run.data
-    corpus_reused = build.is_built(data.data_dir, data.preset, seed=data.corpus_seed)
-    build.ensure_built(data.data_dir, data.preset, seed=data.corpus_seed)
+    corpus_reused = ensure_corpora(data)
     models, seeds = study_models(settings), study_seeds(settings)
     check_existing_runs(settings, models, seeds)
     tower_reused = os.path.exists(image_tower_path(settings.out))
