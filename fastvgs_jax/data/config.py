@@ -76,12 +76,18 @@ def data_config(preset: str = "small") -> ml_collections.ConfigDict:
     config.index_threads = 16  # concurrent header reads while checking a corpus
 
     # The image side of captioned real corpora: "pixels" (decoded, resized to `size`, centre
-    # cropped) or "regions" (precomputed detector features from `regions`, FaST-VGS's input).
+    # cropped), "regions" (precomputed detector features from `regions`, FaST-VGS's input) or
+    # "vit" (each image embedded once by the frozen pretrained ViT in `vit_dir`, cached under
+    # <data_dir>/image_embeddings by `python -m fastvgs_jax.data.corpora.image_embeddings` or on
+    # first use, and read as regions: model.image.kind="regions", region_dim = the ViT's
+    # width, num_regions = 1 for "pooled", 1 + patches for "all").
     config.image = ml_collections.ConfigDict()
     config.image.kind = "pixels"
     config.image.size = 224
     config.image.regions = ""  # HDF5 or bottom-up-attention TSV keyed by image id
     config.image.num_regions = 36
+    config.image.vit_dir = ""  # kind="vit": an HF directory (config.json + model.safetensors)
+    config.image.vit_tokens = "pooled"  # kind="vit": "pooled" (one per image) | "all"
     return config
 
 

@@ -87,6 +87,17 @@ def align_image_side(config: ml_collections.ConfigDict) -> None:
         )
     if supplied == "pixels":
         config.model.image.image_size = int(config.data.image.size)
+    if supplied == "vit":  # the cached embeddings' shape, from the checkpoint's config.json
+        from fastvgs_jax.data.corpora import image_embeddings
+
+        shape = image_embeddings.embedding_shape(config.data)
+        model_shape = (int(config.model.image.num_regions), int(config.model.image.region_dim))
+        if shape != model_shape:
+            raise ValueError(
+                f"data.image.kind='vit' gives {shape[0]} vectors of width {shape[1]} per image "
+                f"(data.image.vit_tokens={config.data.image.vit_tokens!r}); set "
+                f"model.image.num_regions={shape[0]} and model.image.region_dim={shape[1]}"
+            )
 
 
 def prepare(

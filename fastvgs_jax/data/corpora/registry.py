@@ -141,8 +141,13 @@ def open_role(data_config: ml_collections.ConfigDict, role: str, split: str | No
         raise CorpusError(f"data.corpora.{corpus}.format={fmt!r}; expected one of {FORMATS}")
     image = data_config.get("image") or {}
     regions = None
-    if CORPORA[corpus].captioned and role != "audio_only" and image.get("kind") == "regions":
-        regions = open_regions(image)
+    if CORPORA[corpus].captioned and role != "audio_only":
+        if image.get("kind") == "regions":
+            regions = open_regions(image)
+        elif image.get("kind") == "vit":  # a frozen ViT's embeddings, cached once, as regions
+            from fastvgs_jax.data.corpora import image_embeddings  # it imports this module
+
+            regions = image_embeddings.open_cached(data_config, corpus, split)
     if fmt == "array_record":
         from fastvgs_jax.data.corpora import converted
 
