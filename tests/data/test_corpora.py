@@ -195,6 +195,17 @@ def test_the_index_is_built_once_and_read_back(coco, monkeypatch):
     assert again.index.entries == first.index.entries and again.path == first.path
 
 
+def test_an_unreadable_index_is_rebuilt(coco):
+    config, _ = coco
+    first = registry.open_role(config, "audio_image")
+    with open(os.path.join(first.path, "entries.jsonl"), "w") as f:
+        f.write('{"utterance_id": "truncated"')
+    index_lib._read_index.cache_clear()  # as a new process would
+    again = registry.open_role(config, "audio_image")
+    assert again.index.entries == first.index.entries
+    assert len(read_json(os.path.join(again.path, "manifest.json"))) > 0
+
+
 def test_a_file_removed_after_indexing_is_named_at_read_time(coco, tmp_path):
     config, made = coco
     source = registry.open_role(config, "audio_image")

@@ -14,10 +14,10 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import dataclasses
+import functools
 import hashlib
 import json
 import os
-import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -150,25 +150,36 @@ def _write_atomically(path: str, entries: list[Entry], manifest: dict) -> None:
                 f.write(json.dumps(dataclasses.asdict(entry), ensure_ascii=False) + "\n")
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False))
         if target.exists():  # a concurrent build finished first: keep that one
-            shutil.rmtree(os.fspath(staging), ignore_errors=True)
+            staging.rmtree()
             return
         staging.rename(target)
     except BaseException:
-        shutil.rmtree(os.fspath(staging), ignore_errors=True)
+        if staging.exists():
+            staging.rmtree()
         raise
 
 
 def load_index(path: str, corpus: str, split: str) -> CorpusIndex | None:
-    """The index cached at ``path`` (None when there is none or it is unreadable)."""
-    root = epath.Path(path)
+    """The index cached at ``path`` (None when there is none or it is unreadable).
+
+    Read once per process: a run opens each stream at every phase, and SpokenCOCO's 600k
+    entries take seconds to parse (an index folder's content never changes: its name is the
+    hash of what built it).
+    """
     try:
-        manifest = json.loads((root / "manifest.json").read_text())
-        with (root / "entries.jsonl").open() as f:
-            entries = [Entry(**json.loads(line)) for line in f if line.strip()]
-    except (FileNotFoundError, json.JSONDecodeError, TypeError, OSError):
-        return None
+        return _read_index(path, corpus, split)
+    except (FileNotFoundError, json.JSONDecodeError, TypeError, ValueError, OSError):
+        return None  # not cached by lru_cache: a rebuilt index is read next time
+
+
+@functools.lru_cache(maxsize=8)
+def _read_index(path: str, corpus: str, split: str) -> CorpusIndex:
+    root = epath.Path(path)
+    manifest = json.loads((root / "manifest.json").read_text())
+    with (root / "entries.jsonl").open() as f:
+        entries = [Entry(**json.loads(line)) for line in f if line.strip()]
     if len(entries) != manifest.get("examples"):
-        return None
+        raise ValueError(f"{path}: {len(entries)} entries, manifest says {manifest['examples']}")
     return CorpusIndex(corpus, split, entries, manifest, path)
 
 
@@ -203,6 +214,8 @@ def build_index(
     cached = load_index(path, corpus, split)
     if cached is not None:
         return cached
+    if epath.Path(path).exists():  # unreadable (truncated by hand, a full disk): rebuild it
+        epath.Path(path).rmtree()
     start = time.perf_counter()
     parsed = list(rows())
     candidates = [row for row in parsed if isinstance(row, Entry)]
