@@ -98,6 +98,9 @@ def base_config(model_size: str = "base", data_preset: str = "small") -> ml_coll
     c.optimizer.clip_norm = 1.0  # global gradient-norm clip (0 disables)
 
     c.precision = "fp32"  # fp32 | bf16 (bf16 compute, fp32 parameters and optimiser state)
+    # Peak FLOP/s of one device for MFU (None: the table in train/mfu.py by device kind, or
+    # this host's measured matmul peak on CPU).
+    c.peak_flops_per_device = ml_collections.FieldReference(None, field_type=float)
     c.mesh_shape = (-1, 1, 1)  # (data, fsdp, model); -1 takes the remaining devices
     c.prng_impl = "threefry2x32"  # or rbg / unsafe_rbg (XLA RngBitGenerator: faster)
     # A pretrained conv image tower (fastvgs_jax/train/image_tower.py) whose convs replace the

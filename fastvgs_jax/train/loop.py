@@ -25,7 +25,7 @@ from fastvgs_jax import workdir as workdir_lib
 from fastvgs_jax.data import pipelines
 from fastvgs_jax.data.corpora import registry
 from fastvgs_jax.models import fastvgs, sharding, speech
-from fastvgs_jax.train import image_tower, manifest, reporting, snapshots
+from fastvgs_jax.train import image_tower, manifest, performance, reporting, snapshots
 from fastvgs_jax.train import optimizer as optimizer_lib
 from fastvgs_jax.train import phases as phases_lib
 from fastvgs_jax.train.step import TrainState, init_state, make_train_step, state_shardings
@@ -234,7 +234,8 @@ def _train(config, workdir, plan, init_from, eval_hook, stop_after, new_run) -> 
         manager.wait_until_finished()
         return state  # already finished: nothing to compile or record
     manifest.record(workdir, config, mesh, int(state.step))
-    reporter = reporting.RunReporter(workdir, progress=config.progress)
+    costs = performance.StepCosts(config, workdir, state.params)
+    reporter = reporting.RunReporter(workdir, progress=config.progress, peak_flops=costs.peak)
     phase_index, _ = phases_lib.locate(plan, int(state.step))
     if eval_hook is not None and restored is None:
         eval_hook(state, 0, plan[0].name)
@@ -283,14 +284,14 @@ def _train(config, workdir, plan, init_from, eval_hook, stop_after, new_run) -> 
                     lr = float(schedule(global_step - schedule_starts[phase_index]))
                     branch_lr = lr * phase.vgs_branch_lr_scale
                     device_batch = _device_batch(batch, mesh)
-                    state, metrics = steps[kind](
-                        state, device_batch, coarse_w, ssl_w, lr, branch_lr
-                    )
+                    args = (state, device_batch, coarse_w, ssl_w, lr, branch_lr)
+                    step_flops = costs.step_flops(phase, kind, steps[kind], args, device_batch)
+                    state, metrics = steps[kind](*args)
                     if not bool(metrics["finite"]):
                         _non_finite(config, global_step, phase.name, metrics)
                     done = int(state.step)
                     new_run.started()  # a failure from here on keeps the run's logs
-                    reporter.step_done(_audio_seconds(batch, config.data.sample_rate))
+                    reporter.step_done(_audio_seconds(batch, config.data.sample_rate), step_flops)
                     if done % config.log_every == 0 or done in (phase_end, total):
                         line = {k: float(v) for k, v in metrics.items() if np.ndim(v) == 0}
                         line.update(

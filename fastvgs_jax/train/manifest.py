@@ -131,3 +131,17 @@ def record(workdir: str, config: ml_collections.ConfigDict, mesh, step: int) -> 
             json.dump(manifest, f, indent=1)
         os.replace(tmp, path)  # never a half-written manifest
     return manifest
+
+
+def update(workdir: str, key: str, value) -> None:
+    """Sets one top-level section of the workdir's manifest (process 0; atomic replace)."""
+    if jax.process_index() != 0:
+        return
+    path = os.path.join(workdir, MANIFEST)
+    with open(path) as f:
+        manifest = json.load(f)
+    manifest[key] = value
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(manifest, f, indent=1)
+    os.replace(tmp, path)

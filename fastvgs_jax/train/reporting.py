@@ -28,8 +28,9 @@ TENSORBOARD_DIR = "tensorboard"
 class RunReporter:
     """Writes metric lines from process 0; other processes only keep time."""
 
-    def __init__(self, workdir: str, progress: bool = True):
+    def __init__(self, workdir: str, progress: bool = True, peak_flops: float | None = None):
         self.workdir = workdir
+        self.peak_flops = peak_flops  # FLOP/s of all the run's devices: MFU's denominator
         self.main = jax.process_index() == 0
         self.progress = progress and self.main
         self._events = EventWriter(os.path.join(workdir, TENSORBOARD_DIR)) if self.main else None
@@ -37,6 +38,7 @@ class RunReporter:
         self._window_start = time.perf_counter()
         self._window_steps = 0
         self._window_audio_seconds = 0.0
+        self._window_flops = 0.0
 
     def start_phase(self, index: int, count: int, name: str, done: int, steps: int) -> None:
         self._close_bar()
@@ -45,11 +47,12 @@ class RunReporter:
                 total=steps, initial=done, desc=f"phase {index + 1}/{count} {name}", unit="step"
             )
         self._window_start = time.perf_counter()
-        self._window_steps, self._window_audio_seconds = 0, 0.0
+        self._window_steps, self._window_audio_seconds, self._window_flops = 0, 0.0, 0.0
 
-    def step_done(self, audio_seconds: float) -> None:
+    def step_done(self, audio_seconds: float, model_flops: float = 0.0) -> None:
         self._window_steps += 1
         self._window_audio_seconds += audio_seconds
+        self._window_flops += model_flops
         if self._bar is not None:
             self._bar.update(1)
 
@@ -59,8 +62,14 @@ class RunReporter:
         line = dict(metrics)
         line["steps_per_second"] = self._window_steps / elapsed
         line["audio_seconds_per_second"] = self._window_audio_seconds / elapsed
+        if self._window_flops > 0 and self._window_steps:
+            # Summed over the window: a mixed phase alternates steps of different cost.
+            line["model_flops_per_step"] = self._window_flops / self._window_steps
+            line["model_flops_per_second"] = self._window_flops / elapsed
+            if self.peak_flops:
+                line["mfu"] = line["model_flops_per_second"] / self.peak_flops
         self._window_start = time.perf_counter()
-        self._window_steps, self._window_audio_seconds = 0, 0.0
+        self._window_steps, self._window_audio_seconds, self._window_flops = 0, 0.0, 0.0
         if self.main:
             with open(os.path.join(self.workdir, METRICS_FILE), "a") as f:
                 f.write(json.dumps({"step": step, "phase": phase, **line}) + "\n")

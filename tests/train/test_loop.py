@@ -67,6 +67,31 @@ def test_tensorboard_events_and_manifest_are_written(uninterrupted):
     assert manifest["mesh"] == {"data": jax.device_count(), "fsdp": 1, "model": 1}
 
 
+def test_every_step_logs_model_flops_and_mfu_checked_against_xla(uninterrupted):
+    from tensorboard.backend.event_processing import event_accumulator
+
+    workdir, _, _ = uninterrupted
+    lines = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
+    performance = json.loads((workdir / "manifest.json").read_text())["performance"]
+    steps = performance["steps"]
+    assert set(steps) == {"w2v2/audio_image", "vgs/audio_image"}
+    for line in lines:
+        key = f"{line['phase']}/audio_image"
+        assert line["model_flops_per_step"] == steps[key]["analytic_flops_per_step"] > 0
+        assert line["model_flops_per_second"] > 0 and 0 < line["mfu"] < 1
+        assert line["mfu"] == pytest.approx(
+            line["model_flops_per_second"] / performance["peak_flops"]
+        )
+    for step in steps.values():  # the tiny model: elementwise work XLA counts is ~20 %
+        assert 0.7 < step["ratio"] < 1.1 and step["xla_flops_per_step"] > 0
+    assert performance["peak_source"].startswith("measured CPU matmul")
+    counts = performance["parameters"]
+    assert counts["total"] == counts["encoder"] + counts["vgs_branch"] + counts["image"]
+    events = event_accumulator.EventAccumulator(str(workdir / "tensorboard"))
+    events.Reload()
+    assert len(events.Scalars("train/mfu")) == 7
+
+
 def test_eval_hook_runs_at_the_start_and_phase_ends(uninterrupted):
     _, _, calls = uninterrupted
     assert calls == [(0, "w2v2"), (2, "w2v2"), (7, "vgs")]  # eval_every=100: no intervals

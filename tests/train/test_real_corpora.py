@@ -10,6 +10,7 @@ import os
 import pytest
 
 from fastvgs_jax.eval import evaluate
+from fastvgs_jax.train import config as run_config
 from fastvgs_jax.train import loop
 from tests.data import corpus_fixtures as fixtures
 from tests.train.conftest import tiny_run_config
@@ -30,7 +31,10 @@ def corpora(tmp_path_factory):
 
 
 def real_corpora_config(corpora, data_dir):
-    config = tiny_run_config(str(data_dir), "w2v2_vgs", steps=3)
+    config = tiny_run_config(str(data_dir))
+    # Peng's FaST-VGS+ phase: SpokenCOCO and LibriSpeech batches alternate.
+    mix = {"audio_image": 0.5, "audio_only": 0.5}
+    config.phases = [run_config.phase("fastvgs_plus", 3, 0.5, mix=mix)]
     data = config.data
     data.corpora.spokencoco.root = corpora["coco"]
     data.corpora.spokencoco.image_root = corpora["images"]
@@ -55,7 +59,8 @@ def test_training_and_evaluation_run_on_spokencoco_and_librispeech(corpora, tmp_
     assert int(state.step) == 3
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         lines = [json.loads(line) for line in f]
-    assert [line["step"] for line in lines if "step" in line][-1] == 3
+    assert [line["step"] for line in lines] == [1, 2, 3]
+    assert "coarse" in lines[0] and "coarse" not in lines[1]  # a LibriSpeech batch: SSL only
     assert not os.path.exists(tmp_path / "data" / "spoken_scenes")  # nothing embedded built
 
     results = evaluate.evaluate_run(
