@@ -7,8 +7,8 @@ The image side "pixels through a frozen ViT" costs a ViT forward pass per image 
 in the model; since the tower never trains, each image is embedded once per corpus instead, and
 the model reads the result like detector regions (``model.image.kind="regions"``,
 ``region_dim`` = the ViT width, ``num_regions`` = R below). The cache is an HDF5 file in the
-layout ``regions.RegionFeatures`` reads (see ``regions``' module docstring), one row per unique
-image of the split (by ``image_key``, sorted):
+layout ``regions.RegionFeatures`` reads (see ``region_convert``'s module docstring), one row per
+unique image of the split (by ``image_key``, sorted; written by ``embedding_writer``):
 
 ======================  =====================  =================================================
 dataset                 shape, dtype           contents
@@ -41,32 +41,48 @@ an interrupted build leaves nothing behind.
 
 from __future__ import annotations
 
-import collections
-import concurrent.futures
-import contextlib
 import functools
 import glob
 import hashlib
 import json
 import os
-import tempfile
 import time
-import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 
 import h5py
 import ml_collections
 import numpy as np
 from etils import epath
-from tqdm.auto import tqdm
 
-from fastvgs_jax.data.corpora import decode, regions, registry
+from fastvgs_jax.data.corpora import regions, registry
+from fastvgs_jax.data.corpora.embedding_writer import (
+    EMBEDDING_VERSION,
+    PREFETCH_BATCHES,
+    token_boxes,
+    write_embeddings,
+)
 from fastvgs_jax.data.corpora.index import CorpusError, CorpusIndex
+from fastvgs_jax.data.corpora.staging import is_local, staged_local_file
 
-EMBEDDING_VERSION = 1  # bump when the layout or the embedding changes: caches are then rebuilt
+__all__ = [
+    "EMBEDDING_VERSION",
+    "FOLDER",
+    "PREFETCH_BATCHES",
+    "TOKENS",
+    "cache_path",
+    "define_flags",
+    "describe",
+    "embedding_shape",
+    "ensure_cached",
+    "is_complete",
+    "main",
+    "open_cached",
+    "token_boxes",
+    "vit_options",
+]
+
 TOKENS = ("pooled", "all")
 FOLDER = "image_embeddings"  # under data_dir
-PREFETCH_BATCHES = 4  # decoded batches kept ahead of the ViT
 
 
 def vit_options(data_config: ml_collections.ConfigDict) -> tuple[str, str]:
@@ -150,12 +166,8 @@ def cache_path(data_config: ml_collections.ConfigDict, corpus: str, split: str) 
     return _path_for(data_config, corpus, split, _cache_key(vit_dir, tokens, index))
 
 
-def _is_local(path: str) -> bool:
-    return "://" not in path
-
-
 def _open_h5(path: str):
-    if _is_local(path):
+    if is_local(path):
         return h5py.File(path, "r")
     return h5py.File(epath.Path(path).open("rb"), "r")
 
@@ -173,18 +185,6 @@ def is_complete(path: str) -> bool:
             )
     except (OSError, KeyError, ValueError):
         return False
-
-
-def token_boxes(grid: int, tokens: str) -> np.ndarray:
-    """float32 [R, 4]: [0, 0, 1, 1] for the pooled embedding or CLS, then (``tokens="all"``)
-    each patch's x1, y1, x2, y2 in row-major order (the order of the ViT's patch tokens)."""
-    whole = np.array([[0.0, 0.0, 1.0, 1.0]], np.float32)
-    if tokens == "pooled":
-        return whole
-    rows, cols = np.meshgrid(np.arange(grid), np.arange(grid), indexing="ij")
-    rows, cols = rows.reshape(-1), cols.reshape(-1)
-    patches = np.stack([cols, rows, cols + 1, rows + 1], axis=1).astype(np.float32) / grid
-    return np.concatenate([whole, patches])
 
 
 @functools.lru_cache(maxsize=4)
@@ -223,79 +223,6 @@ def _embedder(settings, variables, tokens: str, batch_size: int) -> Callable:
         return np.asarray(jax.device_get(apply(variables, jax.device_put(images))))[:n]
 
     return embed_all
-
-
-def _decoded(
-    images: list[tuple[str, str]], size: int, threads: int, window: int, where: str
-) -> Iterator[np.ndarray]:
-    """The images decoded to ``size`` (in order), at most ``window`` read ahead by ``threads``."""
-
-    def read(path: str) -> np.ndarray:
-        try:
-            return decode.read_image(path, size)
-        except decode.DecodeError as error:
-            raise CorpusError(
-                f"{where}: {error}; the file changed since the index was built (delete the index"
-                " folder to check the corpus again)"
-            ) from error
-
-    pool = concurrent.futures.ThreadPoolExecutor(max(1, threads))
-    pending: collections.deque = collections.deque()
-    paths = iter(path for _, path in images)
-    try:
-        for path in paths:
-            pending.append(pool.submit(read, path))
-            if len(pending) >= window:
-                break
-        while pending:
-            image = pending.popleft().result()
-            path = next(paths, None)
-            if path is not None:
-                pending.append(pool.submit(read, path))
-            yield image
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _batches(items: Iterable[np.ndarray], batch_size: int) -> Iterator[np.ndarray]:
-    batch = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == batch_size:
-            yield np.stack(batch)
-            batch = []
-    if batch:
-        yield np.stack(batch)
-
-
-def _write(staging, images, embed, settings, tokens, batch_size, threads, progress, attrs, start):
-    where = f"{attrs['corpus']}/{attrs['split']}"
-    boxes = token_boxes(settings.grid, tokens)
-    n, r, d, s = len(images), len(boxes), settings.hidden_size, settings.image_size
-    with h5py.File(staging, "w") as f:
-        f.create_dataset("image_ids", data=[key for key, _ in images], dtype=h5py.string_dtype())
-        features = f.create_dataset("features", (n, r, d), "float32", chunks=(1, r, d))
-        f.create_dataset("boxes", data=np.broadcast_to(boxes, (n, r, 4)), chunks=(1, r, 4))
-        f.create_dataset("num_boxes", data=np.full(n, r, np.int32))
-        f.create_dataset("image_hw", data=np.full((n, 2), s, np.int32))
-        window = PREFETCH_BATCHES * batch_size
-        reading = _decoded(images, s, threads, window, where)
-        bar = tqdm(total=n, desc=f"embedding {where}", disable=not progress, leave=False)
-        done = 0
-        with contextlib.closing(reading) as decoded, bar:  # closing: stop the readers on error
-            for batch in _batches(decoded, batch_size):
-                out = np.asarray(embed(batch), np.float32)
-                if out.shape != (len(batch), r, d):
-                    raise ValueError(f"embedder gave {out.shape}; expected {(len(batch), r, d)}")
-                features[done : done + len(batch)] = out
-                done += len(batch)
-                bar.update(len(batch))
-        f.attrs["format"] = regions.HDF5_FORMAT
-        f.attrs["version"] = regions.HDF5_VERSION
-        f.attrs["embedding_version"] = EMBEDDING_VERSION
-        f.attrs["rows"] = done
-        f.attrs.update(attrs)
-        f.attrs["seconds"] = round(time.perf_counter() - start, 3)
 
 
 def ensure_cached(
@@ -339,14 +266,6 @@ def ensure_cached(
     embed = _embedder(settings, variables, tokens, batch_size)
     threads = int(data_config.get("index_threads", 16))
 
-    target = epath.Path(path)
-    suffix = f".incomplete-{uuid.uuid4().hex[:8]}"
-    if _is_local(path):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = os.path.join(os.fspath(target.parent), f".{target.name}{suffix}")
-    else:
-        staging = os.path.join(tempfile.gettempdir(), f"{target.name}{suffix}")
-    remote_staging = None
     attrs = {
         "cache_key": key,
         "sources": json.dumps([os.path.abspath(vit_dir), index.path]),
@@ -361,21 +280,9 @@ def ensure_cached(
         "images": len(images),
         "load_seconds": round(load_seconds, 3),
     }
-    try:
+    with staged_local_file(path) as staging:
         args = (images, embed, settings, tokens, batch_size, threads, progress, attrs, start)
-        _write(staging, *args)
-        if _is_local(path):
-            os.replace(staging, path)
-        else:
-            remote_staging = target.parent / f".{target.name}{suffix}"
-            epath.Path(staging).copy(remote_staging)
-            remote_staging.rename(target)
-            remote_staging = None
-    finally:
-        if os.path.exists(staging):
-            os.remove(staging)
-        if remote_staging is not None and remote_staging.exists():
-            remote_staging.unlink()
+        write_embeddings(staging, *args)
     return path
 
 
