@@ -9,7 +9,8 @@ import os
 import numpy as np
 import pytest
 
-from fastvgs_jax.sweep import laws
+from fastvgs_jax.sweep import frontier as frontier_lib
+from fastvgs_jax.sweep import laws, laws_report, results
 
 # Per-size compute budgets (FLOPs) of the tiny sweep: overlapping ranges, six distinct levels.
 TINY_SIZES = {
@@ -75,7 +76,7 @@ def tiny_rows(schedules=("vgsplus", "w2v2_vgs"), noise=0.005, seed=0) -> list[di
 
 def write_tiny_sweep(folder, **kwargs) -> str:
     os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, laws.SWEEP_FILE), "w") as f:
+    with open(os.path.join(folder, results.SWEEP_FILE), "w") as f:
         for row in tiny_rows(**kwargs):
             f.write(json.dumps(row) + "\n")
     return str(folder)
@@ -169,7 +170,7 @@ def test_frontier_on_a_handmade_table():
         _row("b", "M", 2, 4, 3.5),
         _row("b", "L", 4, 4, 3.0),  # one budget: not a curve
     ]
-    frontier = laws.compute_frontier(rows, "ssl_loss", grid=5)  # levels 1, 2, 4, 8, 16
+    frontier = frontier_lib.compute_frontier(rows, "ssl_loss", grid=5)  # levels 1, 2, 4, 8, 16
     a = frontier["a"]
     envelope = [(e["compute"], e["value"], e["size"]) for e in a["envelope"]]
     assert envelope == [(1, 5.0, "S"), (2, 4.5, "M"), (4, 4.0, "S"), (8, 3.0, "M"), (16, 2.0, "L")]
@@ -195,11 +196,11 @@ def test_load_rows_replaces_rewritten_runs_and_skips_a_partial_last_line(tmp_pat
     again = dict(rows[0], final={"ssl_loss": 9.0, "coarse_loss": None})
     text = "\n".join(json.dumps(r) for r in [*rows, again]) + "\n\n" + '{"run": "x", "si'
     (tmp_path / "sweep.jsonl").write_text(text)
-    loaded = laws.load_rows(str(tmp_path))
+    loaded = results.load_rows(str(tmp_path))
     assert len(loaded) == len(rows) and loaded[-1]["final"]["ssl_loss"] == 9.0
     (tmp_path / "sweep.jsonl").write_text('{"run": 1}\nnot json\n{"run": 2}\n')
     with pytest.raises(ValueError, match="sweep.jsonl:2"):
-        laws.load_rows(str(tmp_path))
+        results.load_rows(str(tmp_path))
 
 
 def test_fit_all_targets_and_null_values():
@@ -208,8 +209,8 @@ def test_fit_all_targets_and_null_values():
         row["retrieval"] = {k: None for k in row["retrieval"]}
     fits = laws.fit_all(rows, bootstrap=0)
     assert set(fits) == {"vgsplus", "w2v2_vgs"}
-    assert set(fits["vgsplus"]) == set(laws.TARGETS)
-    assert set(fits["vgsplus"]["ssl_loss"]) == set(laws.PREDICTORS)
+    assert set(fits["vgsplus"]) == set(results.TARGETS)
+    assert set(fits["vgsplus"]["ssl_loss"]) == set(results.PREDICTORS)
     assert not fits["vgsplus"]["retrieval_error"]["compute"].ok
     for schedule in fits:
         assert fits[schedule]["ssl_loss"]["compute"].ok
@@ -217,21 +218,21 @@ def test_fit_all_targets_and_null_values():
     retrieval = fits["w2v2_vgs"]["retrieval_error"]["compute"]
     assert retrieval.ok and retrieval.n == 6
     # 100 − mean of the two R@10s, from the rows themselves.
-    x, y = laws.points(rows[6:], "retrieval_error", "compute")
+    x, y = results.points(rows[6:], "retrieval_error", "compute")
     assert y[0] == pytest.approx(100 - rows[6]["retrieval"]["s2i_r10"])
 
 
 def test_report_writes_json_markdown_and_plots(tmp_path):
     folder = write_tiny_sweep(tmp_path / "sweep")
-    assert laws.main([f"--sweep={folder}", "--bootstrap=20", "--seed=1"]) == 0
+    assert laws_report.main([f"--sweep={folder}", "--bootstrap=20", "--seed=1"]) == 0
     report = json.loads((tmp_path / "sweep" / "laws.json").read_text())
     assert report["runs"] == 12 and report["schedules"] == ["vgsplus", "w2v2_vgs"]
     fit = report["fits"]["vgsplus"]["ssl_loss"]["compute"]
     assert fit["ok"] and fit["n_bootstrap"] == 20 and fit["intervals"]["b"] is not None
     assert fit["intervals"]["c"][0] <= fit["c"] <= fit["intervals"]["c"][1]
     assert report["frontier"]["ssl_loss"]["vgsplus"]["optimal"]["size"]
-    expected = {f"plots/law_{t}_vs_{p}.png" for t in laws.TARGETS for p in laws.PREDICTORS}
-    expected |= {f"plots/frontier_{t}.png" for t in laws.TARGETS}
+    expected = {f"plots/law_{t}_vs_{p}.png" for t in results.TARGETS for p in results.PREDICTORS}
+    expected |= {f"plots/frontier_{t}.png" for t in results.TARGETS}
     assert set(report["plots"]) == expected
     for path in expected:
         assert (tmp_path / "sweep" / path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -240,5 +241,5 @@ def test_report_writes_json_markdown_and_plots(tmp_path):
 
 
 def test_cli_reports_a_missing_sweep(tmp_path, capsys):
-    assert laws.main([f"--sweep={tmp_path}"]) == 2
+    assert laws_report.main([f"--sweep={tmp_path}"]) == 2
     assert "sweep.jsonl" in capsys.readouterr().err

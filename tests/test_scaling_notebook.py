@@ -8,7 +8,7 @@ import os
 import nbformat
 from nbclient import NotebookClient
 
-from fastvgs_jax.sweep import laws
+from fastvgs_jax.sweep import results
 from tests.test_scaling_laws import write_tiny_sweep
 
 NOTEBOOKS = os.path.join(os.path.dirname(__file__), "..", "notebooks")
@@ -45,6 +45,8 @@ def test_scaling_notebook_executes(tmp_path, monkeypatch):
         assert expected in text, expected
     images = [out for out in outputs if "image/png" in out.get("data", {})]
     report = json.loads((tmp_path / "sweep" / "laws.json").read_text())
-    assert len(images) == len(report["plots"]) == len(laws.TARGETS) * (len(laws.PREDICTORS) + 1)
+    assert (
+        len(images) == len(report["plots"]) == len(results.TARGETS) * (len(results.PREDICTORS) + 1)
+    )
     assert report["bootstrap"] == 50
     assert (tmp_path / "sweep" / "laws.md").exists()

@@ -1,20 +1,15 @@
-"""Saturating power laws of a sweep: fits with bootstrap intervals, the compute frontier, plots.
+"""Saturating power laws of a sweep's runs, with bootstrap intervals.
 
-Reads a sweep folder's ``sweep.jsonl`` (one JSON object per finished run, written by the sweep
-runner) and fits, per schedule, every target against every predictor with
+Per schedule, every target against every predictor (``fastvgs_jax.sweep.results``: ``TARGETS``,
+``PREDICTORS``) is fitted with
 
     L(x) = a · x^(−b) + c,        a > 0, b ≥ 0, 0 ≤ c < min(L),
 
 where ``c`` is the irreducible part (what more ``x`` cannot remove) and ``b`` the rate.
 
-- Targets (``TARGETS``), lower is better: ``ssl_loss`` (``final.ssl_loss``, the loss as
-  logged); ``retrieval_error`` = 100 − mean(S→I R@10, I→S R@10), in %; ``abx_within`` and
-  ``abx_across`` (``abx.within`` / ``abx.across``, best-layer ABX error, %), fitted apart.
-- Predictors (``PREDICTORS``): ``compute`` (total training FLOPs), ``parameters``
-  (``parameters.total``, a count), ``audio_hours`` (``audio_hours_seen``, hours).
-- Each fit is marginal: every run of the schedule with both values, whatever the other axes
-  (sizes, budgets, data fractions, seeds). It is not the joint L(N, D) form; the compute
-  frontier (``compute_frontier``) is the per-compute envelope over sizes.
+Each fit is marginal: every run of the schedule with both values, whatever the other axes
+(sizes, budgets, data fractions, seeds). It is not the joint L(N, D) form; the compute
+frontier (``fastvgs_jax.sweep.frontier``) is the per-compute envelope over sizes.
 
 Fitting (``fit_saturating_power_law``): ``x`` is divided by its geometric mean ``x_ref`` and
 the scale is optimised as ``log A`` (``a = A · x_ref^b``), so FLOPs (~1e15) and hours (~1e-2)
@@ -34,103 +29,29 @@ skipped: ``n_bootstrap_ok`` counts the rest), and the 2.5 and 97.5
 percentiles of a, b, c and of the predictions L̂(x) give 95 % intervals. With a handful of runs
 they are rough: they show how much the fit leans on single runs, not a coverage guarantee.
 
-``python -m fastvgs_jax.sweep.laws --sweep=DIR`` writes ``DIR/laws.json`` (the fits and their
-intervals, the frontier; no timestamps), ``DIR/laws.md`` (tables) and
-``DIR/plots/law_<target>_vs_<predictor>.png`` and ``DIR/plots/frontier_<target>.png``.
+``python -m fastvgs_jax.sweep.laws --sweep=DIR`` writes ``DIR/laws.json``, ``DIR/laws.md`` and
+the plots (``fastvgs_jax.sweep.laws_report``, which this module's ``__main__`` runs).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import math
-import os
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from scipy import optimize
 
-SWEEP_FILE = "sweep.jsonl"
-PLOTS_DIR = "plots"
+from fastvgs_jax.sweep.results import PREDICTORS, TARGETS, points, schedules
+
 LEVEL = 0.95  # two-sided bootstrap interval
 B_MAX = 10.0  # upper bound of the exponent (on x / x_ref)
 FLAT_B = 1e-3  # a fitted b below this: L does not fall with x (a and c not identifiable)
 LOSS_SCALE = 0.1  # soft-L1 scale of the residuals (relative: 10 %)
 MIN_INTERVAL_SAMPLES = 10  # fewer successful resamples: no interval
 _B_GRID = np.geomspace(1e-2, 4.0, 40)
-
-
-def _get(row: Mapping, *keys: str) -> float | None:
-    value: Any = row
-    for key in keys:
-        if not isinstance(value, Mapping):
-            return None
-        value = value.get(key)
-    if value is None or isinstance(value, bool):
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
-def _retrieval_error(row: Mapping) -> float | None:
-    s2i, i2s = _get(row, "retrieval", "s2i_r10"), _get(row, "retrieval", "i2s_r10")
-    return None if s2i is None or i2s is None else 100.0 - 0.5 * (s2i + i2s)
-
-
-@dataclasses.dataclass(frozen=True)
-class Quantity:
-    """A target or predictor: what it is, its unit, and how to read it from a row."""
-
-    label: str
-    unit: str
-    read: Callable[[Mapping], float | None]
-
-
-TARGETS: dict[str, Quantity] = {
-    "ssl_loss": Quantity("SSL loss (final)", "loss", lambda r: _get(r, "final", "ssl_loss")),
-    "retrieval_error": Quantity(
-        "retrieval error: 100 − mean R@10 (S→I, I→S)", "%", _retrieval_error
-    ),
-    "abx_within": Quantity("ABX error, within speaker", "%", lambda r: _get(r, "abx", "within")),
-    "abx_across": Quantity("ABX error, across speaker", "%", lambda r: _get(r, "abx", "across")),
-}
-PREDICTORS: dict[str, Quantity] = {
-    "compute": Quantity("training compute", "FLOPs", lambda r: _get(r, "compute")),
-    "parameters": Quantity("parameters (total)", "count", lambda r: _get(r, "parameters", "total")),
-    "audio_hours": Quantity("audio seen", "hours", lambda r: _get(r, "audio_hours_seen")),
-}
-
-
-def load_rows(folder: str) -> list[dict]:
-    """The runs of ``folder/sweep.jsonl``: one dict per run, in file order.
-
-    A later line with the same ``run`` replaces the earlier one (a resumed sweep may write a
-    run again); blank lines are skipped, and so is an unparsable last line that lacks its
-    newline (a run being written). Any other unparsable line raises ``ValueError``.
-    """
-    path = os.path.join(folder, SWEEP_FILE)
-    with open(path) as f:
-        text = f.read()
-    lines = text.split("\n")
-    rows: dict[Any, dict] = {}
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError as error:
-            if number == len(lines):  # no newline after it: still being written
-                continue
-            raise ValueError(f"{path}:{number}: not JSON ({error})") from None
-        if not isinstance(row, dict):
-            raise ValueError(f"{path}:{number}: not a JSON object")
-        key = row.get("run", f"line {number}")
-        rows.pop(key, None)  # the replacement takes the later position
-        rows[key] = row
-    return list(rows.values())
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -399,21 +320,6 @@ def fit_saturating_power_law(x, y, *, bootstrap: int = 1000, seed: int = 0) -> F
     )
 
 
-def schedules(rows: Iterable[Mapping]) -> list[str]:
-    """The schedules of the rows, sorted by name."""
-    return sorted({str(r["schedule"]) for r in rows})
-
-
-def points(rows: Iterable[Mapping], target: str, predictor: str) -> tuple[np.ndarray, np.ndarray]:
-    """(x, y): (n,) arrays of the rows that have both the predictor and the target."""
-    pairs = [(PREDICTORS[predictor].read(r), TARGETS[target].read(r)) for r in rows]
-    pairs = [(x, y) for x, y in pairs if x is not None and y is not None]
-    if not pairs:
-        return np.zeros(0), np.zeros(0)
-    x, y = zip(*pairs, strict=True)
-    return np.array(x), np.array(y)
-
-
 def fit_all(
     rows: Sequence[Mapping], *, bootstrap: int = 1000, seed: int = 0
 ) -> dict[str, dict[str, dict[str, Fit]]]:
@@ -435,437 +341,7 @@ def fit_all(
     return out
 
 
-def _budgets(rows: Iterable[Mapping], target: str) -> list[dict]:
-    """The runs of one schedule averaged over seeds: one point per (size, steps,
-    data_fraction) with the target, sorted by compute."""
-    groups: dict[tuple, list[Mapping]] = {}
-    for r in rows:
-        if TARGETS[target].read(r) is None or _get(r, "compute") is None:
-            continue
-        key = (str(r["size"]), r.get("steps"), r.get("data_fraction"))
-        groups.setdefault(key, []).append(r)
-    out = []
-    for (size, steps, fraction), runs in groups.items():
-        out.append(
-            {
-                "size": size,
-                "steps": steps,
-                "data_fraction": fraction,
-                "parameters": _get(runs[0], "parameters", "total"),
-                "compute": float(np.mean([_get(r, "compute") for r in runs])),
-                "value": float(np.mean([TARGETS[target].read(r) for r in runs])),
-                "runs": sorted(str(r.get("run")) for r in runs),
-            }
-        )
-    return sorted(out, key=lambda p: (p["compute"], p["value"], p["size"]))
-
-
-def _size_curve(budgets: list[dict]) -> dict:
-    """A size's L(C): the saturating law with ≥ 3 budgets when it fits, else a power law
-    a·C^−b (c = 0) by least squares in log–log (through both points with 2 budgets; b may be
-    negative there: it only interpolates)."""
-    compute = np.array([p["compute"] for p in budgets])
-    value = np.array([p["value"] for p in budgets])
-    if np.unique(compute).size >= 3:
-        fit = fit_saturating_power_law(compute, value, bootstrap=0)
-        if fit.ok:
-            return {"kind": "saturating", "a": fit.a, "b": fit.b, "c": fit.c}
-    if (value <= 0).any():
-        return {"kind": "linear", "compute": compute.tolist(), "value": value.tolist()}
-    slope, intercept = np.polyfit(np.log(compute), np.log(value), 1)
-    return {"kind": "power", "a": float(np.exp(intercept)), "b": float(-slope), "c": 0.0}
-
-
-def _curve_value(curve: dict, compute: float) -> float:
-    if curve["kind"] == "linear":
-        return float(np.interp(math.log(compute), np.log(curve["compute"]), curve["value"]))
-    return float(np.exp(math.log(curve["a"]) - curve["b"] * math.log(compute)) + curve["c"])
-
-
-def compute_frontier(rows: Sequence[Mapping], target: str, *, grid: int = 25) -> dict[str, dict]:
-    """Per schedule, the compute frontier of ``target`` (lower is better):
-
-    - ``points``: the runs averaged over seeds, one per (size, steps, data_fraction):
-      ``{size, steps, data_fraction, parameters, compute (FLOPs), value, runs}``.
-    - ``envelope``: at each compute level of ``points``, the best value reached with at most
-      that compute — the lower envelope over sizes: ``{compute, value, size, at_compute}``
-      (``at_compute``: the compute of the run that reached it).
-    - ``optimal``: where at least 3 sizes each have ≥ 2 budgets, each such size's L(C) is
-      fitted (``curves``; ``_size_curve``) and, on ``grid`` log-spaced compute levels, the
-      size with the lowest fitted value among the sizes whose measured compute range covers
-      that level (interpolation only; a level needs ≥ 2 such sizes):
-      ``{compute: [...], size: [...], parameters: [...], value: [...]}``; otherwise None,
-      with ``reason`` saying why.
-    """
-    out: dict[str, dict] = {}
-    for schedule in schedules(rows):
-        budgets = _budgets([r for r in rows if str(r["schedule"]) == schedule], target)
-        envelope: list[dict] = []
-        best = None
-        for p in budgets:
-            if best is None or p["value"] < best["value"]:
-                best = p
-            entry = {
-                "compute": p["compute"],
-                "value": best["value"],
-                "size": best["size"],
-                "at_compute": best["compute"],
-            }
-            if envelope and envelope[-1]["compute"] == p["compute"]:
-                envelope[-1] = entry
-            else:
-                envelope.append(entry)
-        by_size: dict[str, list[dict]] = {}
-        for p in budgets:
-            by_size.setdefault(p["size"], []).append(p)
-        eligible = {s: ps for s, ps in by_size.items() if len({p["compute"] for p in ps}) >= 2}
-        result: dict[str, Any] = {"points": budgets, "envelope": envelope, "optimal": None}
-        if len(eligible) < 3:
-            result["reason"] = (
-                f"{len(eligible)} size(s) with ≥ 2 compute budgets (need 3): "
-                "no compute-optimal size"
-            )
-            out[schedule] = result
-            continue
-        curves = {}
-        for size, ps in eligible.items():
-            curve = _size_curve(ps)
-            curve["compute_range"] = [ps[0]["compute"], ps[-1]["compute"]]
-            curve["parameters"] = ps[0]["parameters"]
-            curves[size] = curve
-        low = min(c["compute_range"][0] for c in curves.values())
-        high = max(c["compute_range"][1] for c in curves.values())
-        optimal: dict[str, list] = {"compute": [], "size": [], "parameters": [], "value": []}
-        for level in np.geomspace(low, high, grid):
-            covering = [
-                s
-                for s, c in curves.items()
-                if c["compute_range"][0] * (1 - 1e-9) <= level <= c["compute_range"][1] * (1 + 1e-9)
-            ]
-            if len(covering) < 2:
-                continue
-            values = {s: _curve_value(curves[s], level) for s in covering}
-            size = min(values, key=lambda s: (values[s], s))
-            optimal["compute"].append(float(level))
-            optimal["size"].append(size)
-            optimal["parameters"].append(curves[size]["parameters"])
-            optimal["value"].append(values[size])
-        result["curves"] = curves
-        if optimal["compute"]:
-            result["optimal"] = optimal
-        else:
-            result["reason"] = "the sizes' compute ranges do not overlap: no level to compare"
-        out[schedule] = result
-    return out
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _colours(names: Sequence[str]) -> dict[str, Any]:
-    plt = _pyplot()
-    cycle = plt.get_cmap("tab10")
-    return {name: cycle(i % 10) for i, name in enumerate(names)}
-
-
-def _short(value: float) -> str:
-    return f"{value:.3g}"
-
-
-def plot_laws(
-    rows: Sequence[Mapping], fits: Mapping[str, Mapping[str, Mapping[str, Fit]]], folder: str
-) -> list[str]:
-    """One PNG per target × predictor with data (``folder/law_<target>_vs_<predictor>.png``):
-    each schedule's runs as points, its fitted law as a line and the law's 95 % bootstrap band
-    shaded (over the data's x range); log x. Returns the paths written."""
-    plt = _pyplot()
-    os.makedirs(folder, exist_ok=True)
-    names = sorted(fits)
-    colours = _colours(names)
-    paths = []
-    for target, t in TARGETS.items():
-        for predictor, p in PREDICTORS.items():
-            data = {
-                s: points([r for r in rows if str(r["schedule"]) == s], target, predictor)
-                for s in names
-            }
-            if not any(x.size for x, _ in data.values()):
-                continue
-            fig, ax = plt.subplots(figsize=(6.4, 4.2))
-            for schedule in names:
-                x, y = data[schedule]
-                if not x.size:
-                    continue
-                fit = fits[schedule][target][predictor]
-                colour = colours[schedule]
-                if fit.ok:
-                    grid = np.geomspace(fit.x_min, fit.x_max, 80)
-                    b_int = fit.interval("b")
-                    b_text = f"b={fit.b:.2f}" + (
-                        f" [{b_int[0]:.2f}, {b_int[1]:.2f}]" if b_int else ""
-                    )
-                    label = f"{schedule}: {b_text}, c={_short(fit.c)}"
-                    ax.plot(grid, fit.predict(grid), color=colour, label=label)
-                    band = fit.predict_interval(grid)
-                    if band is not None:
-                        ax.fill_between(grid, band[0], band[1], color=colour, alpha=0.2, lw=0)
-                else:
-                    label = f"{schedule}: no fit ({fit.reason})"
-                # The runs; labelled only when there is no line to carry the label.
-                ax.scatter(x, y, color=colour, s=18, zorder=3, label=None if fit.ok else label)
-            ax.set_xscale("log")
-            ax.set_xlabel(f"{p.label} ({p.unit})")
-            ax.set_ylabel(f"{t.label} ({t.unit})")
-            ax.set_title(rf"{target} vs {predictor}: $L = a\,x^{{-b}} + c$", fontsize=10)
-            ax.legend(fontsize=7)
-            ax.grid(alpha=0.3, which="both")
-            fig.tight_layout()
-            path = os.path.join(folder, f"law_{target}_vs_{predictor}.png")
-            fig.savefig(path, dpi=110)
-            plt.close(fig)
-            paths.append(path)
-    return paths
-
-
-def plot_frontier(frontier: Mapping[str, Mapping], target: str, path: str) -> str | None:
-    """``path``: one panel per schedule, compute on a log x axis: each size's seed-averaged
-    runs joined by a line, the lower envelope as a black step line, and the compute-optimal
-    size's fitted value (where there is one) as a dashed line, each point labelled by size.
-    None (nothing written) when no schedule has a point."""
-    names = [s for s in sorted(frontier) if frontier[s]["points"]]
-    if not names:
-        return None
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4), sharey=True, squeeze=False)
-    sizes = sorted(
-        {p["size"] for s in names for p in frontier[s]["points"]},
-        key=lambda size: (
-            min(
-                p["parameters"] or 0
-                for s in names
-                for p in frontier[s]["points"]
-                if p["size"] == size
-            ),
-            size,
-        ),
-    )
-    colours = _colours(sizes)
-    for ax, schedule in zip(axes[0], names, strict=True):
-        f = frontier[schedule]
-        for size in sizes:
-            ps = [p for p in f["points"] if p["size"] == size]
-            if ps:
-                ax.plot(
-                    [p["compute"] for p in ps],
-                    [p["value"] for p in ps],
-                    marker="o",
-                    color=colours[size],
-                    label=f"{size} ({ps[0]['parameters']:.2g} parameters)"
-                    if ps[0]["parameters"]
-                    else size,
-                )
-        envelope = f["envelope"]
-        ax.step(
-            [e["compute"] for e in envelope],
-            [e["value"] for e in envelope],
-            where="post",
-            color="black",
-            lw=1.5,
-            label="best so far",
-        )
-        optimal = f.get("optimal")
-        if optimal:
-            ax.plot(
-                optimal["compute"], optimal["value"], color="grey", ls="--", label="optimal size"
-            )
-            changes = [
-                i for i, s in enumerate(optimal["size"]) if i == 0 or s != optimal["size"][i - 1]
-            ]
-            for i in changes:
-                ax.annotate(
-                    optimal["size"][i],
-                    (optimal["compute"][i], optimal["value"][i]),
-                    fontsize=7,
-                    textcoords="offset points",
-                    xytext=(0, -10),
-                )
-        ax.set_xscale("log")
-        ax.set_xlabel("training compute (FLOPs)")
-        ax.set_title(schedule, fontsize=10)
-        ax.grid(alpha=0.3, which="both")
-    axes[0][0].set_ylabel(f"{TARGETS[target].label} ({TARGETS[target].unit})")
-    axes[0][-1].legend(fontsize=7)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def _with_interval(value: float, pair: list[float] | None, fmt: str, zero: float = 0.0) -> str:
-    """``value [low, high]``; numbers below ``zero`` in size written as 0 (a c of 1e-19)."""
-
-    def number(v: float) -> str:
-        return "0" if abs(v) < zero else format(v, fmt)
-
-    return (
-        number(value) if pair is None else f"{number(value)} [{number(pair[0])}, {number(pair[1])}]"
-    )
-
-
-def report_markdown(report: Mapping) -> str:
-    """``laws.md`` from ``laws.json``'s content: a table of the fits per target, then the
-    frontier per target and schedule."""
-    lines = [
-        f"# Scaling laws of sweep {report['sweep']}",
-        "",
-        f"{report['runs']} runs; schedules {', '.join(report['schedules'])}. "
-        "Fits of L = a·x^−b + c per schedule, on every run of the schedule with the value "
-        f"(marginal over the other axes); intervals: {round(100 * LEVEL)} % bootstrap over runs "
-        f"({report['bootstrap']} resamples, seed {report['seed']}; `ok` = resamples that "
-        "could be fitted; n: runs (distinct x values), 3 distinct x determine the law exactly). "
-        "L̂ at 10× max x is an extrapolation.",
-        "",
-    ]
-    for target, t in TARGETS.items():
-        lines += [
-            f"## {t.label} ({t.unit})",
-            "",
-            "| schedule | x | n | a | b | c | L̂ at max x | L̂ at 10× max x | ok / resamples |",
-            "|---|---|---|---|---|---|---|---|---|",
-        ]
-        for schedule in report["schedules"]:
-            for predictor, p in PREDICTORS.items():
-                f = report["fits"][schedule][target][predictor]
-                head = f"| {schedule} | {predictor} ({p.unit}) | {f['n']} ({f['n_distinct']} x) |"
-                if not f["ok"]:
-                    lines.append(f"{head} no fit: {f['reason']} | | | | | |")
-                    continue
-                intervals = f["intervals"]
-                cells = [
-                    _with_interval(f["a"], intervals["a"], ".3g"),
-                    _with_interval(f["b"], intervals["b"], ".3f"),
-                    _with_interval(
-                        f["c"], intervals["c"], ".4g", 1e-6 * f["predictions"][1]["value"]
-                    ),
-                    *(
-                        _with_interval(q["value"], q["interval"], ".4g")
-                        for q in f["predictions"][1:]
-                    ),
-                    f"{f['n_bootstrap_ok']} / {f['n_bootstrap']}",
-                ]
-                lines.append(f"{head} " + " | ".join(cells) + " |")
-        lines += ["", f"### Compute frontier: {target}", ""]
-        for schedule, fr in report["frontier"][target].items():
-            if not fr["points"]:
-                lines.append(f"- {schedule}: no runs with this value.")
-                continue
-            steps = [
-                e for i, e in enumerate(fr["envelope"]) if i == 0 or e["at_compute"] == e["compute"]
-            ]
-            path = ", ".join(
-                f"{e['compute']:.3g} FLOPs → {e['value']:.4g} ({e['size']})" for e in steps
-            )
-            lines.append(f"- {schedule}, best so far: {path}.")
-            optimal = fr["optimal"]
-            if optimal is None:
-                lines.append(f"  Compute-optimal size: none ({fr['reason']}).")
-            else:
-                spans = []
-                for i, size in enumerate(optimal["size"]):
-                    if i == 0 or size != optimal["size"][i - 1]:
-                        spans.append([size, optimal["compute"][i], optimal["compute"][i]])
-                    spans[-1][2] = optimal["compute"][i]
-                text = "; ".join(f"{s} for {lo:.3g}–{hi:.3g} FLOPs" for s, lo, hi in spans)
-                lines.append(f"  Compute-optimal size (fitted per-size curves): {text}.")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def _clean(value: Any) -> Any:
-    """JSON-safe: NaN and infinities as None, numpy scalars as Python numbers."""
-    if isinstance(value, Mapping):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def write_report(folder: str, *, bootstrap: int = 1000, seed: int = 0) -> str:
-    """Fits every law of ``folder/sweep.jsonl`` and writes ``laws.json`` (returned),
-    ``laws.md`` and the PNGs under ``folder/plots/``; deterministic for a given input."""
-    rows = load_rows(folder)
-    if not rows:
-        raise ValueError(f"{os.path.join(folder, SWEEP_FILE)}: no runs")
-    fits = fit_all(rows, bootstrap=bootstrap, seed=seed)
-    frontier = {target: compute_frontier(rows, target) for target in TARGETS}
-    plots_dir = os.path.join(folder, PLOTS_DIR)
-    plots = plot_laws(rows, fits, plots_dir)
-    for target in TARGETS:
-        path = plot_frontier(
-            frontier[target], target, os.path.join(plots_dir, f"frontier_{target}.png")
-        )
-        if path:
-            plots.append(path)
-    report = _clean(
-        {
-            "sweep": os.path.basename(os.path.normpath(os.path.abspath(folder))),
-            "runs": len(rows),
-            "schedules": schedules(rows),
-            "bootstrap": bootstrap,
-            "seed": seed,
-            "level": LEVEL,
-            "model": "L = a * x**-b + c",
-            "targets": {k: {"label": q.label, "unit": q.unit} for k, q in TARGETS.items()},
-            "predictors": {k: {"label": q.label, "unit": q.unit} for k, q in PREDICTORS.items()},
-            "fits": {
-                s: {t: {p: fit.to_json() for p, fit in by_p.items()} for t, by_p in by_t.items()}
-                for s, by_t in fits.items()
-            },
-            "frontier": frontier,
-            "plots": sorted(os.path.relpath(p, folder) for p in plots),
-        }
-    )
-    path = os.path.join(folder, "laws.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump(report, f, indent=1, sort_keys=True, ensure_ascii=False)
-        f.write("\n")
-    os.replace(path + ".tmp", path)
-    md = os.path.join(folder, "laws.md")
-    with open(md + ".tmp", "w") as f:
-        f.write(report_markdown(report))
-    os.replace(md + ".tmp", md)
-    return path
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m fastvgs_jax.sweep.laws",
-        description="Fit L = a·x^−b + c to a sweep's runs; write laws.json, laws.md, plots/.",
-    )
-    parser.add_argument("--sweep", required=True, metavar="DIR", help="folder with sweep.jsonl")
-    parser.add_argument("--bootstrap", type=int, default=1000, help="resamples (0: no intervals)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the resampling")
-    args = parser.parse_args(argv)
-    try:
-        path = write_report(args.sweep, bootstrap=args.bootstrap, seed=args.seed)
-    except (OSError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(f"wrote {path}")
-    print(f"wrote {os.path.join(args.sweep, 'laws.md')}")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    from fastvgs_jax.sweep import laws_report
+
+    sys.exit(laws_report.main())
