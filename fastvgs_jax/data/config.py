@@ -26,6 +26,9 @@ def data_config(preset: str = "small") -> ml_collections.ConfigDict:
     config.audio_image.batch_size = 64  # the reference batch
     config.audio_image.crop_seconds = 8.0  # training crops/pads captions to 8 s
     config.audio_image.min_seconds = 0.0  # captions are never dropped
+    # Share of the split's examples the stream reads, in (0, 1]: a fixed subset (the same for
+    # every seed; a smaller share's examples are among a larger one's), for data-scaling sweeps.
+    config.audio_image.fraction = 1.0
 
     # Audio-only stream (the SSL pool; LibriSpeech's role in FaST-VGS+).
     config.audio_only = ml_collections.ConfigDict()
@@ -34,6 +37,7 @@ def data_config(preset: str = "small") -> ml_collections.ConfigDict:
     config.audio_only.batch_size = 64
     config.audio_only.crop_seconds = 10.0  # the reference crops LibriSpeech to 10 s
     config.audio_only.min_seconds = 2.0  # and drops clips shorter than 2 s
+    config.audio_only.fraction = 1.0  # share of its (long enough) examples, as above
 
     # Share of batches per stream in the mixed pipeline (a phase may override it).
     config.mix = ml_collections.ConfigDict({"audio_image": 0.5, "audio_only": 0.5})

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Mapping
 
 import grain
@@ -280,15 +281,36 @@ def open_stream_source(data_config, kind: str):
 
 
 def _stream_keep(data_config, kind: str) -> np.ndarray | None:
+    """The examples stream ``kind`` reads (None: all of its split): those at least
+    ``min_seconds`` long, then its ``fraction`` of them."""
     spec = stream_spec(data_config, kind)
-    if spec.min_seconds <= 0:
-        return None
-    corpus, split = registry.role_config(data_config, kind)
-    if corpus != registry.EMBEDDED:
-        return long_enough_indices(open_stream_source(data_config, kind), spec)
-    return _long_enough_in_split(
-        data_config.data_dir, data_config.preset, split, int(data_config.corpus_seed), spec
-    )
+    keep = None
+    if spec.min_seconds > 0:
+        corpus, split = registry.role_config(data_config, kind)
+        if corpus != registry.EMBEDDED:
+            keep = long_enough_indices(open_stream_source(data_config, kind), spec)
+        else:
+            keep = _long_enough_in_split(
+                data_config.data_dir, data_config.preset, split, int(data_config.corpus_seed), spec
+            )
+    fraction = float(data_config[kind].get("fraction", 1.0))
+    if fraction != 1.0:
+        if keep is None:
+            keep = np.arange(len(open_stream_source(data_config, kind)), dtype=np.int64)
+        keep = fraction_subset(keep, fraction)
+    return keep
+
+
+def fraction_subset(indices: np.ndarray, fraction: float) -> np.ndarray:
+    """``ceil(fraction · n)`` of the ``n`` indices (at least one), in their order: the first
+    ones of a fixed permutation, so that a smaller fraction's examples are among a larger
+    one's, and the subset does not change with the run's seed."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"data fraction {fraction}: expected a share in (0, 1]")
+    indices = np.asarray(indices, np.int64)
+    count = max(1, math.ceil(fraction * len(indices)))
+    chosen = np.random.default_rng(0).permutation(len(indices))[:count]
+    return indices[np.sort(chosen)]
 
 
 def stream_size(data_config, kind: str) -> int:

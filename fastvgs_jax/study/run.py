@@ -16,6 +16,7 @@ from fastvgs_jax import workdir as workdir_lib
 from fastvgs_jax.data import build
 from fastvgs_jax.data.corpora import registry
 from fastvgs_jax.eval import evaluate
+from fastvgs_jax.models import config as model_presets
 from fastvgs_jax.study.plan import (
     EVALUATION_FILE,
     baselines_path,
@@ -68,6 +69,16 @@ def _train(settings, config, workdir: str) -> None:
     loop.train(config, workdir, eval_hook=hook)
 
 
+def _defaults(config: ml_collections.ConfigDict) -> dict:
+    """The default run config of ``config``'s model size and data preset, as recorded (fields
+    added since a kept run was trained are compared against it)."""
+    size = str(config.model.get("size", "base"))
+    if size not in model_presets.SIZES:  # a sweep's family size: its added fields' defaults
+        size = "base"  # are the same in every preset
+    default = run_config.base_config(size, str(config.data.preset))
+    return json.loads(default.to_json_best_effort())
+
+
 def check_unchanged(workdir: str, config: ml_collections.ConfigDict) -> None:
     """Raise if ``workdir`` was started with a config other than ``config``.
 
@@ -80,7 +91,7 @@ def check_unchanged(workdir: str, config: ml_collections.ConfigDict) -> None:
     resolved = copy.deepcopy(config)
     loop.prepare(resolved)  # the derived fields train() records (the frame geometry)
     new = json.loads(resolved.to_json_best_effort())
-    changed = manifest.config_differences(recorded["config"], new)
+    changed = manifest.config_differences(recorded["config"], new, defaults=_defaults(config))
     if changed:
         raise ValueError(
             f"{workdir} was trained with another config ({', '.join(changed)} differ); "

@@ -92,14 +92,24 @@ def describe_run(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> 
     }
 
 
-def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two config dicts."""
+def config_differences(
+    old: dict, new: dict, prefix: str = "", defaults: dict | None = None
+) -> list[str]:
+    """Dotted keys whose values differ between two config dicts.
+
+    With ``defaults`` (a default config of the same shape), a key ``old`` lacks (a field added
+    to the project after ``old`` was recorded) counts only where ``new`` gives it a value
+    other than its default: the default keeps the earlier behaviour.
+    """
     keys = sorted(set(old) | set(new))
     out = []
     for k in keys:
         a, b = old.get(k), new.get(k)
+        default = defaults.get(k) if isinstance(defaults, dict) else None
+        if k not in old and isinstance(defaults, dict) and k in defaults and default == b:
+            continue
         if isinstance(a, dict) and isinstance(b, dict):
-            out += config_differences(a, b, f"{prefix}{k}.")
+            out += config_differences(a, b, f"{prefix}{k}.", default)
         elif a != b:
             out.append(f"{prefix}{k}")
     return out

@@ -1,0 +1,123 @@
+"""Scaling-law sweeps: model size × data fraction × step budget × schedule × seed.
+
+    python launch/sweep.py --config=configs/sweep.py:tiny            # checks the tool: ~3 min
+    python launch/sweep.py --config=configs/sweep.py:demo --dry_run  # the plan: FLOPs, data, time
+    python launch/sweep.py --config=configs/sweep.py:demo            # about an hour (2 CPU cores)
+    python launch/sweep.py --config=configs/sweep.py:demo --emit=slurm --hosts=2 \
+        --config.cluster.slurm.partition=gpu --config.cluster.setup='source .venv/bin/activate'
+    python launch/sweep.py --config=configs/sweep.py:demo --emit=tpu_vm --hosts=4 \
+        --config.cluster.tpu_vm.name=my-v4-32 --config.cluster.tpu_vm.zone=us-central2-b
+
+The argument picks a preset (tiny | demo); every field can be overridden with
+--config.FIELD=VALUE (lists as "a,b": --config.sizes=xs,s,m --config.steps=200,400). A run is
+named <size>-frac<fraction>-steps<steps>-<schedule>-seed<seed>; a rerun keeps finished runs.
+Each run's config is built as the study builds a model's, from the `study` block below
+(configs/study.py documents its fields), with the model sized by `family`.
+"""
+
+import importlib.util
+import os
+
+import ml_collections
+
+from fastvgs_jax.models import family
+
+PRESETS = ("tiny", "demo")
+
+
+def study_config(preset: str) -> ml_collections.ConfigDict:
+    """configs/study.py's preset (loaded from its file: configs/ is not a package)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "study.py")
+    spec = importlib.util.spec_from_file_location("_sweep_study_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(preset)
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    preset = arg or "tiny"
+    if preset not in PRESETS:
+        raise ValueError(f"unknown sweep preset {preset!r}; expected one of {PRESETS}")
+    tiny = preset == "tiny"
+    s = ml_collections.ConfigDict()
+    s.name = preset  # the sweep's name in logs, sweep.md and job names
+    s.out = f"results/sweep_{preset}"  # runs/, sweep.jsonl, sweep.md, emit/ go here
+
+    # The grid: every combination, sizes outermost. Comma-separated (or sequences).
+    s.sizes = "xxs,xs" if tiny else "xs,s,m"  # names in `family` below
+    # Share of each training stream's examples a run reads (a fixed subset, the smaller
+    # shares inside the larger), in (0, 1]: data.<stream>.fraction of each run.
+    s.data_fractions = "1"
+    s.steps = "30,60" if tiny else "200,500"  # optimiser steps per run (the whole schedule)
+    # Study models: w2v2, vgs, vgsplus, w2v2_vgs, vgs_w2v2, ...; the demo sets sequential
+    # (W2V2, VGS) beside simultaneous VGS+ at every size and budget.
+    s.schedules = "w2v2_vgs" if tiny else "w2v2_vgs,vgsplus"
+    s.seeds = "0"
+    # Or a list of runs instead of the grid, ';'-separated, each
+    # "size=s,fraction=0.5,steps=300,schedule=w2v2_vgs,seed=0" (a missing part: the first
+    # value of the grid's list for it). Empty: the grid.
+    s.runs = ""
+
+    # The model family: each size's knobs (fastvgs_jax/models/family.py derives the rest).
+    # Override one (--config.family.s.width=80) or add one (in a config file) by name.
+    s.family = ml_collections.ConfigDict()
+    for name, knobs in family.SIZES.items():
+        s.family[name] = ml_collections.ConfigDict(
+            {
+                "width": knobs.width,  # transformer width
+                "depth": knobs.depth,  # transformer layers
+                "heads": knobs.heads,  # attention heads (divide width)
+                "mlp_ratio": knobs.mlp_ratio,  # feed-forward width / width
+                # "cnn" | "logmel"; None: the run template's (study.run.model.frontend)
+                "frontend": ml_collections.FieldReference(knobs.frontend, field_type=str),
+            }
+        )
+
+    # What every run shares, as configs/study.py's settings: the run template (objective,
+    # data, optimiser, intervals), lrs per objective, warm-up and temperature shares, the
+    # image tower (pretrained once per sweep under out/image_tower), the history curves,
+    # test_split. Its models, seeds, steps and out are the sweep's.
+    study = study_config("quick" if tiny else "demo")
+    study.history.enabled = False  # the table needs the final evaluation only
+    if tiny:
+        study.image_tower.steps = 60  # the tower only has to exist: it checks the tool
+        study.image_tower.num_scenes = 300
+        study.run.data.audio_image.crop_seconds = 1.0  # the tiny corpus's captions are short
+        study.run.data.audio_only.crop_seconds = 1.0
+        study.run.log_every = 10
+    else:
+        # The demo study's settings (log-mel, CLIP loss, lrs, frozen tower) on its corpus;
+        # sizes from family. Batches of 16 four-second crops.
+        study.run.log_every = 25
+    s.study = study
+
+    # The dry run's time estimate: per run (compilation, final evaluation), per step (host,
+    # input pipeline), the FLOP rate the device sustains, and the corpus build and image
+    # tower when they are not there yet. Measured on 2 CPU cores (tiny and demo presets);
+    # set your device's for a cluster plan.
+    s.estimate = ml_collections.ConfigDict()
+    s.estimate.seconds_per_run = 40.0 if tiny else 95.0
+    s.estimate.seconds_per_step = 0.08
+    s.estimate.flops_per_second = 6e10
+    s.estimate.seconds_to_prepare = 30.0 if tiny else 720.0
+
+    # --emit: where and how the runs are launched (launch/sweep.py --emit=slurm|tpu_vm|shell).
+    s.cluster = ml_collections.ConfigDict()
+    s.cluster.repo = ""  # the checkout on the hosts ("": this checkout's absolute path)
+    s.cluster.python = "python"  # the interpreter on the hosts
+    s.cluster.setup = ""  # shell lines run first on every host (';'-separated), e.g. a venv
+    s.cluster.slurm = ml_collections.ConfigDict()
+    s.cluster.slurm.partition = ""  # "": the cluster's default
+    s.cluster.slurm.account = ""
+    s.cluster.slurm.time = "24:00:00"  # per job
+    s.cluster.slurm.gpus_per_host = 8  # 0: CPU-only nodes
+    s.cluster.slurm.cpus_per_task = 16  # input pipeline threads per host
+    s.cluster.slurm.extra = ""  # more '#SBATCH' options, ';'-separated (e.g. --constraint=a100)
+    s.cluster.tpu_vm = ml_collections.ConfigDict()
+    s.cluster.tpu_vm.name = "fastvgs-tpu"  # the TPU VM (a pod slice: one host per worker)
+    s.cluster.tpu_vm.zone = "us-central2-b"
+    s.cluster.tpu_vm.project = ""  # "": gcloud's default project
+    s.cluster.shell = ml_collections.ConfigDict()
+    # Host 0's address:port for multi-host shell runs ($COORDINATOR overrides it).
+    s.cluster.shell.coordinator = "localhost:8476"
+    return s
