@@ -145,6 +145,11 @@ def row_of(
     cost = plan.cost(config)
     seen = measured(workdir, config)
     audio_seconds = seen["audio_seconds"]
+    frames = int(round(audio_seconds * cost["frame_rate"]))
+    totals = (workdir_lib.read_manifest(workdir) or {}).get("seen")
+    if totals:  # what the trainer counted (kept across restarts); the windows otherwise
+        audio_seconds, frames = float(totals["audio_seconds"]), int(totals["frames"])
+        seen["wall_seconds"] = float(totals["train_seconds"])
     retrieval = evaluation.get("retrieval", {})
     s2i, i2s = retrieval.get("speech_to_image", {}), retrieval.get("image_to_speech", {})
     abx = evaluation.get("abx", {})
@@ -161,7 +166,7 @@ def row_of(
         "flops_per_step": cost["flops_per_step"],
         "compute": cost["compute"],
         "audio_hours_seen": audio_seconds / 3600.0,
-        "frames_seen": int(round(audio_seconds * cost["frame_rate"])),
+        "frames_seen": frames,
         "wall_seconds": seen["wall_seconds"],
         "mfu": _mfu(cost["compute"], seen["wall_seconds"], workdir_lib.read_manifest(workdir)),
         "final": seen["final"],

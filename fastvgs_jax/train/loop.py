@@ -236,6 +236,7 @@ def _train(config, workdir, plan, init_from, eval_hook, stop_after, new_run) -> 
     manifest.record(workdir, config, mesh, int(state.step))
     costs = performance.StepCosts(config, workdir, state.params)
     reporter = reporting.RunReporter(workdir, progress=config.progress, peak_flops=costs.peak)
+    reporter.restore_totals(None if resume_meta is None else resume_meta.get("totals"))
     phase_index, _ = phases_lib.locate(plan, int(state.step))
     if eval_hook is not None and restored is None:
         eval_hook(state, 0, plan[0].name)
@@ -291,7 +292,11 @@ def _train(config, workdir, plan, init_from, eval_hook, stop_after, new_run) -> 
                         _non_finite(config, global_step, phase.name, metrics)
                     done = int(state.step)
                     new_run.started()  # a failure from here on keeps the run's logs
-                    reporter.step_done(_audio_seconds(batch, config.data.sample_rate), step_flops)
+                    reporter.step_done(
+                        _audio_seconds(batch, config.data.sample_rate),
+                        step_flops,
+                        int(np.sum(batch["frame_mask"])) * jax.process_count(),
+                    )
                     if done % config.log_every == 0 or done in (phase_end, total):
                         line = {k: float(v) for k, v in metrics.items() if np.ndim(v) == 0}
                         line.update(
@@ -304,7 +309,12 @@ def _train(config, workdir, plan, init_from, eval_hook, stop_after, new_run) -> 
                         )
                         reporter.write(done, phase.name, line)
                     if done % config.snapshot_every == 0 or done == phase_end:
-                        meta = {"phase_index": phase_index, "phase": phase.name, "step": done}
+                        meta = {
+                            "phase_index": phase_index,
+                            "phase": phase.name,
+                            "step": done,
+                            "totals": dict(reporter.totals),
+                        }
                         snapshots.save(manager, done, state, iterator, meta)
                     if eval_hook is not None and (
                         done % config.eval_every == 0 or done == phase_end
@@ -313,6 +323,7 @@ def _train(config, workdir, plan, init_from, eval_hook, stop_after, new_run) -> 
     finally:
         manager.wait_until_finished()
         reporter.close()
+        manifest.update(workdir, "seen", reporter.totals)  # audio, frames, FLOPs, seconds
     return state
 
 

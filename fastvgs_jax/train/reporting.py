@@ -39,6 +39,16 @@ class RunReporter:
         self._window_steps = 0
         self._window_audio_seconds = 0.0
         self._window_flops = 0.0
+        # What the run has seen since its step 0 (snapshots carry it across restarts).
+        self.totals = {"audio_seconds": 0.0, "frames": 0, "model_flops": 0.0, "train_seconds": 0.0}
+        self._last_step_time = time.perf_counter()
+
+    def restore_totals(self, totals: Mapping | None) -> None:
+        """Continue the totals a snapshot recorded (a resumed run)."""
+        if totals:
+            self.totals.update(
+                {k: type(self.totals[k])(v) for k, v in totals.items() if k in self.totals}
+            )
 
     def start_phase(self, index: int, count: int, name: str, done: int, steps: int) -> None:
         self._close_bar()
@@ -48,11 +58,18 @@ class RunReporter:
             )
         self._window_start = time.perf_counter()
         self._window_steps, self._window_audio_seconds, self._window_flops = 0, 0.0, 0.0
+        self._last_step_time = time.perf_counter()
 
-    def step_done(self, audio_seconds: float, model_flops: float = 0.0) -> None:
+    def step_done(self, audio_seconds: float, model_flops: float = 0.0, frames: int = 0) -> None:
         self._window_steps += 1
         self._window_audio_seconds += audio_seconds
         self._window_flops += model_flops
+        now = time.perf_counter()
+        self.totals["audio_seconds"] += audio_seconds
+        self.totals["frames"] += int(frames)
+        self.totals["model_flops"] += model_flops
+        self.totals["train_seconds"] += now - self._last_step_time
+        self._last_step_time = now
         if self._bar is not None:
             self._bar.update(1)
 
@@ -68,6 +85,10 @@ class RunReporter:
             line["model_flops_per_second"] = self._window_flops / elapsed
             if self.peak_flops:
                 line["mfu"] = line["model_flops_per_second"] / self.peak_flops
+        line["audio_hours_seen"] = self.totals["audio_seconds"] / 3600
+        line["frames_seen"] = self.totals["frames"]
+        line["model_flops_seen"] = self.totals["model_flops"]
+        line["train_seconds"] = self.totals["train_seconds"]
         self._window_start = time.perf_counter()
         self._window_steps, self._window_audio_seconds, self._window_flops = 0, 0.0, 0.0
         if self.main:

@@ -90,6 +90,16 @@ def test_every_step_logs_model_flops_and_mfu_checked_against_xla(uninterrupted):
     events = event_accumulator.EventAccumulator(str(workdir / "tensorboard"))
     events.Reload()
     assert len(events.Scalars("train/mfu")) == 7
+    # Running totals: audio, frames and FLOPs seen, training seconds (and in the manifest).
+    frames = [line["frames_seen"] for line in lines]
+    assert frames == sorted(frames) and frames[0] > 0
+    assert lines[-1]["model_flops_seen"] == pytest.approx(
+        sum(line["model_flops_per_step"] for line in lines)
+    )
+    seen = json.loads((workdir / "manifest.json").read_text())["seen"]
+    assert seen["frames"] == frames[-1] and seen["audio_seconds"] / 3600 == pytest.approx(
+        lines[-1]["audio_hours_seen"]
+    )
 
 
 def test_eval_hook_runs_at_the_start_and_phase_ends(uninterrupted):
@@ -106,6 +116,10 @@ def test_resumed_run_is_bitwise_identical(uninterrupted, tiny_data_dir, tmp_path
     assert state_digest(resumed) == state_digest(reference)
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert [r["step"] for r in manifest["restarts"]] == [3]
+    # What the run saw continues from the snapshot's totals: as if never interrupted.
+    reference_seen = json.loads((uninterrupted[0] / "manifest.json").read_text())["seen"]
+    for key in ("audio_seconds", "frames", "model_flops"):
+        assert manifest["seen"][key] == pytest.approx(reference_seen[key]), key
 
 
 # Orbax's abandoned read coroutines of the corrupt snapshot report their errors at exit.
