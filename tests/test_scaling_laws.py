@@ -243,3 +243,15 @@ def test_report_writes_json_markdown_and_plots(tmp_path):
 def test_cli_reports_a_missing_sweep(tmp_path, capsys):
     assert laws_report.main([f"--sweep={tmp_path}"]) == 2
     assert "sweep.jsonl" in capsys.readouterr().err
+
+
+def test_docs_page_is_written_from_the_sweeps_own_files(tmp_path):
+    folder = write_tiny_sweep(tmp_path / "sweep_x")
+    (tmp_path / "sweep_x" / "sweep.md").write_text("# Sweep x\n\n| run |\n|---|\n| a |\n")
+    page = tmp_path / "docs" / "sweep_x.md"
+    args = [f"--sweep={folder}", "--bootstrap=10", f"--docs={page}"]
+    assert laws_report.main(args) == 0
+    text = page.read_text()
+    assert "## What the fits say" in text and "| a |" in text and "### SSL loss" in text
+    assert "w2v2_vgs: b = " in text and "lowest" in text
+    assert (tmp_path / "docs" / "images" / "sweep_x_law_ssl_loss_vs_compute.png").exists()

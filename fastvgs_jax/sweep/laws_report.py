@@ -175,9 +175,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sweep", required=True, metavar="DIR", help="folder with sweep.jsonl")
     parser.add_argument("--bootstrap", type=int, default=1000, help="resamples (0: no intervals)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the resampling")
+    parser.add_argument(
+        "--docs", metavar="PAGE", help="also write this docs page (plots into its images/)"
+    )
     args = parser.parse_args(argv)
     try:
         path = write_report(args.sweep, bootstrap=args.bootstrap, seed=args.seed)
+        if args.docs:
+            from fastvgs_jax.sweep import docs_page  # noqa: PLC0415
+
+            with open(path) as f:
+                report = json.load(f)
+            print(f"wrote {docs_page.write_page(args.sweep, report, args.docs)}")
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
