@@ -3,14 +3,18 @@
     python launch/sweep.py --config=configs/sweep.py:tiny            # checks the tool: ~3 min
     python launch/sweep.py --config=configs/sweep.py:demo --dry_run  # the plan: FLOPs, data, time
     python launch/sweep.py --config=configs/sweep.py:demo            # about an hour (2 CPU cores)
+    python launch/sweep.py --config=configs/sweep.py:forgetting      # ≤ 2 h: VGS+ start vs SSL
+    python -m fastvgs_jax.sweep.forgetting --sweep=results/sweep_forgetting --docs=docs/results.md
     python launch/sweep.py --config=configs/sweep.py:demo --emit=slurm --hosts=2 \
         --config.cluster.slurm.partition=gpu --config.cluster.setup='source .venv/bin/activate'
     python launch/sweep.py --config=configs/sweep.py:demo --emit=tpu_vm --hosts=4 \
         --config.cluster.tpu_vm.name=my-v4-32 --config.cluster.tpu_vm.zone=us-central2-b
 
-The argument picks a preset (tiny | demo); every field can be overridden with
+The argument picks a preset (tiny | demo | forgetting); every field can be overridden with
 --config.FIELD=VALUE (lists as "a,b": --config.sizes=xs,s,m --config.steps=200,400). A run is
-named <size>-frac<fraction>-steps<steps>-<schedule>-seed<seed>; a rerun keeps finished runs.
+named <size>-frac<fraction>-steps<steps>-<schedule>[-a<α>]-seed<seed> (with
+second_phase_steps: <size>-frac<f>-p<first>+<second>-<schedule>[-a<α>]-seed<seed>); a rerun
+keeps finished runs.
 Each run's config is built as the study builds a model's, from the `study` block below
 (configs/study.py documents its fields), with the model sized by `family`.
 """
@@ -22,7 +26,7 @@ import ml_collections
 
 from fastvgs_jax.models import family
 
-PRESETS = ("tiny", "demo")
+PRESETS = ("tiny", "demo", "forgetting")
 
 
 def study_config(preset: str) -> ml_collections.ConfigDict:
@@ -38,6 +42,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     preset = arg or "tiny"
     if preset not in PRESETS:
         raise ValueError(f"unknown sweep preset {preset!r}; expected one of {PRESETS}")
+    if preset == "forgetting":
+        return forgetting_sweep()
     tiny = preset == "tiny"
     s = ml_collections.ConfigDict()
     s.name = preset  # the sweep's name in logs, sweep.md and job names
@@ -57,6 +63,25 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # "size=s,fraction=0.5,steps=300,schedule=w2v2_vgs,seed=0" (a missing part: the first
     # value of the grid's list for it). Empty: the grid.
     s.runs = ""
+    # VGS+ phases' coarse weight α, a list: a schedule with a VGS+ phase gets one run per
+    # value, named -a<α> ("": the study's vgsplus_alpha, no α in the names).
+    s.alphas = ""
+    # Two-phase runs whose phases have lengths of their own (the forgetting sweep): the
+    # second phase's lengths, a list (0: the first phase alone, evaluated at the switch).
+    # Runs sharing a first phase train it once (runs/_first/). "": `steps` split 20 : 50.
+    # Set, `steps` is one value: the budget the study's shares (warm-up floor, temperature
+    # anneal, history points) and the default first phase refer to.
+    s.second_phase_steps = ""
+    # The first phase's length with second_phase_steps (None: 20/70 of `steps`).
+    s.first_phase_steps = ml_collections.FieldReference(None, field_type=int)
+    # Forgetting curves (with second_phase_steps): runs of these seeds ("": none), at these
+    # second-phase budgets ("": the largest), train with the study's EvaluationHook
+    # (study.history's subset and layers) every study.run.eval_every steps of their second
+    # phase, the switch included. Other runs train without it.
+    s.curves = ml_collections.ConfigDict({"seeds": "", "budgets": ""})
+    # ABX layers of each run's final evaluation ("all", or e.g. "1,3"): its best layer is
+    # the best of these.
+    s.evaluation_layers = "all"
 
     # The model family: each size's knobs (fastvgs_jax/models/family.py derives the rest).
     # Override one (--config.family.s.width=80) or add one (in a config file) by name.
@@ -100,6 +125,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     s.estimate.seconds_per_step = 0.08
     s.estimate.flops_per_second = 6e10
     s.estimate.seconds_to_prepare = 30.0 if tiny else 720.0
+    # One EvaluationHook call of a forgetting curve (study.history's subset).
+    s.estimate.seconds_per_history_point = 3.0 if tiny else 6.0
 
     # --emit: where and how the runs are launched (launch/sweep.py --emit=slurm|tpu_vm|shell).
     s.cluster = ml_collections.ConfigDict()
@@ -120,4 +147,47 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     s.cluster.shell = ml_collections.ConfigDict()
     # Host 0's address:port for multi-host shell runs ($COORDINATOR overrides it).
     s.cluster.shell.coordinator = "localhost:8476"
+    return s
+
+
+def forgetting_sweep() -> ml_collections.ConfigDict:
+    """How much retrieval a VGS+ start keeps through a later SSL phase, against a VGS start.
+
+    (VGS+, W2V2) at five α against (VGS, W2V2), the demo study's run template unchanged
+    (its log-mel model, the `small` corpus, its lrs, the frozen pretrained image tower), its
+    first phase (200 of its 700 steps), then W2V2 for 0 / 100 / 150 steps, seeds 0–2: 18
+    first phases, each trained and evaluated once, and 36 second phases (8,100 steps).
+
+    The dry run's estimate (estimate.* below; the image tower's 12 min included): 114 min on
+    2 CPU cores (first phases 40 min, second phases and their evaluations 62 min, curves
+    4 min of that). Budgets 0/100/200 come to 121 min, 0/100/250 to 129 min: over 2 hours.
+    The steps' one-time compilation (~2–3 min) is inside the margin, not the estimate.
+    """
+    s = get_config("demo")
+    s.name = "forgetting"
+    s.out = "results/sweep_forgetting"
+    s.sizes = "template"  # the study's run template's model as it is (not a family size)
+    s.steps = "700"  # the demo's budget: its warm-up floor, temperature anneal, 200-step phase 1
+    s.schedules = "vgsplus_w2v2,vgs_w2v2"
+    s.alphas = "0.05,0.1,0.3,0.5,0.9"  # the demo's 0.1, the paper's 0.5, and around them
+    s.seeds = "0,1,2"
+    s.second_phase_steps = "0,100,150"  # the largest that fits the 2 hours (docstring)
+    s.first_phase_steps = None  # 200: the demo's 20/70 of 700
+    s.curves.seeds = "0"  # one seed's eval_history at the largest budget, per start
+    s.curves.budgets = ""
+    s.study = study_config("demo")  # the demo study's settings as they are
+    s.study.history.enabled = False  # only the curve runs evaluate while training (curves)
+    # The curves' resolution: an evaluation every 25 steps (of 700, as every run's config;
+    # only the curve runs evaluate). history.points would derive it from `steps` instead.
+    s.study.history.points = None
+    s.study.run.eval_every = 25
+    s.study.history.layers = "1,3"
+    # Evaluation: retrieval on the test split and ABX on layer 1 (the best layer of every demo
+    # model, both speaker modes) and layer 3 (the VGS branch's input); the frontend is a
+    # frozen random conv, the same in every run.
+    s.evaluation_layers = "1,3"
+    # Per run: one evaluation (retrieval on 500 captions, ABX on 2 layers) and the data
+    # pipeline's start; the steps compile once for the whole sweep (one process, one model).
+    s.estimate.seconds_per_run = 40.0
+    s.estimate.seconds_per_history_point = 6.0
     return s

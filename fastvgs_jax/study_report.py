@@ -293,6 +293,27 @@ def replace_readme_block(readme: str, table: Sequence[str], doc_link: str) -> st
     return readme[:start] + "\n".join(block) + "\n" + readme[end:]
 
 
+# Sections other commands write into docs/results.md (e.g. the forgetting sweep's report),
+# between their markers: a rewrite of the study's part keeps them.
+KEPT_SECTIONS = (("<!-- forgetting:begin", "<!-- forgetting:end -->"),)
+
+
+def kept_sections(doc: str) -> str:
+    """The marked sections of the current ``doc`` that this report does not write."""
+    try:
+        with open(doc) as f:
+            current = f.read()
+    except OSError:
+        return ""
+    kept = []
+    for begin, end in KEPT_SECTIONS:
+        start = current.find(begin)
+        stop = current.find(end, start)
+        if start >= 0 and stop >= 0:
+            kept.append(current[start : stop + len(end)])
+    return "".join(f"\n{section}\n" for section in kept)
+
+
 def write_report(out: str, doc: str, readme: str | None = None) -> list[str]:
     """Write ``doc`` (and its plots under ``images/`` beside it) from the study in ``out``;
     with ``readme``, replace its results block too. Returns the paths written."""
@@ -310,7 +331,7 @@ def write_report(out: str, doc: str, readme: str | None = None) -> list[str]:
         if os.path.exists(path):
             shutil.copyfile(path, os.path.join(images_dir, target))
             written.append(os.path.join(images_dir, target))
-    text = results_markdown(study, table_md, written)
+    text = results_markdown(study, table_md, written) + kept_sections(doc)
     with open(doc + ".tmp", "w") as f:
         f.write(text)
     os.replace(doc + ".tmp", doc)

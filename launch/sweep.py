@@ -6,6 +6,8 @@
     python launch/sweep.py --config=configs/sweep.py:demo --emit=slurm --hosts=2
     python launch/sweep.py --config=configs/sweep.py:demo --emit=tpu_vm --hosts=4
     python launch/sweep.py --config=configs/sweep.py:demo --emit=shell --hosts=2
+    python launch/sweep.py --config=configs/sweep.py:forgetting       # then its report:
+    python -m fastvgs_jax.sweep.forgetting --sweep=results/sweep_forgetting --docs=docs/results.md
 
 Here, it trains the runs one after another (finished ones are kept), evaluates each and
 writes OUT/sweep.jsonl and OUT/sweep.md. --emit writes, without running anything, each run's
@@ -62,6 +64,11 @@ def main(argv) -> None:
         settings.out = _OUT.value
     if _DRY_RUN.value:
         print(run.plan_text(settings))
+    if _EMIT.value and plan.split_phases(settings):
+        raise app.UsageError(
+            "--emit writes one independent job per run; runs with second_phase_steps share "
+            "their first phases (trained once, here): run them without --emit"
+        )
     if _EMIT.value:
         for path in emit.write(settings, _EMIT.value, _HOSTS.value):
             print(path)

@@ -32,16 +32,28 @@ A row (``sweep.jsonl``, one line per finished run; ``sweep/laws.py`` reads these
   the schedule has no phase training it (``ssl_loss`` of vgs). For (W2V2, VGS) the SSL loss
   is the one closing the W2V2 phase, the coarse loss the run's last.
 - ``retrieval`` (test split, %) and ``abx`` (error %, the best layer per speaker mode) as
-  the evaluation reports them.
+  the evaluation reports them (ABX on ``evaluation_layers``, default all).
+
+With ``second_phase_steps`` (phases of their own length, ``plan``'s doc) each run's first
+phase is trained once per first phase (``runs/_first/…``), evaluated there once (the
+switch), and every run of it resumes from a copy of its closing snapshot and its metrics
+(a second phase of 0 steps: the first phase is the run). Their rows add a ``forgetting``
+block (``sweep/forgetting.py``: the switch and the end, retention, the first phase's closing
+losses, each layer's parameter distance over the second phase); the runs of
+``curves.seeds`` (at the largest budget) train with the study's EvaluationHook over their
+second phase, the switch included (``eval_history.jsonl``).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
 import os
+import shutil
 import time
+import types
 from collections.abc import Mapping, Sequence
 
 import ml_collections
@@ -49,10 +61,10 @@ import ml_collections
 from fastvgs_jax import workdir as workdir_lib
 from fastvgs_jax.data import build
 from fastvgs_jax.data.corpora import registry
-from fastvgs_jax.eval import evaluate
+from fastvgs_jax.eval import evaluate, features
 from fastvgs_jax.study import plan as study_plan
 from fastvgs_jax.study import run as study_run
-from fastvgs_jax.sweep import plan
+from fastvgs_jax.sweep import forgetting, plan
 from fastvgs_jax.sweep.plan import RunSpec, human
 from fastvgs_jax.train import loop, reporting
 from fastvgs_jax.train import phases as phases_lib
@@ -288,47 +300,116 @@ def read_rows(settings: ml_collections.ConfigDict, specs: Sequence[RunSpec]) -> 
 # --- The plan before running ---------------------------------------------------------------
 
 
+def _done_steps(workdir: str) -> int:
+    return max(workdir_lib.snapshot_steps(workdir), default=0) if os.path.isdir(workdir) else 0
+
+
 def status(settings: ml_collections.ConfigDict, spec: RunSpec, steps: int) -> str:
     workdir = plan.run_dir(settings.out, spec.name)
     if os.path.exists(os.path.join(workdir, plan.ROW_FILE)):
         return "done"
-    done = max(workdir_lib.snapshot_steps(workdir), default=0) if os.path.isdir(workdir) else 0
+    done = _done_steps(plan.trained_dir(settings.out, spec))
     if done >= steps:
         return "trained"
+    if not done and spec.first_phase is not None:  # not seeded yet: its first phase's progress
+        done = _done_steps(plan.first_phase_dir(settings.out, spec))
     return f"at {done}" if done else "new"
 
 
+def _second_phase_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    second = copy.deepcopy(config)
+    second.phases = list(config.phases[1:])
+    return second
+
+
 def plan_text(settings: ml_collections.ConfigDict) -> str:
-    """The dry run: every run with its parameters, FLOPs, data and estimated wall time."""
+    """The dry run: every run with its parameters, FLOPs, data and estimated wall time (with
+    shared first phases: each first phase once, on a line of its own, and each run's time
+    its second phase, its evaluation and its forgetting curve)."""
     specs = plan.expand(settings)
     plan.check_settings(settings, specs)
     est = settings.estimate
-    lines = [
+    split = plan.split_phases(settings)
+    curves = plan.curve_runs(settings, specs)
+    per_point = float(est.get("seconds_per_history_point") or 0.0)
+    header = (
         f"sweep {settings.name}: {len(specs)} runs, {plan.total_steps(specs)} steps, out "
-        f"{settings.out}",
+        f"{settings.out}"
+    )
+    if split:
+        firsts = {s.first_phase for s in specs}
+        header = (
+            f"sweep {settings.name}: {len(specs)} runs sharing {len(firsts)} first phases of "
+            f"{plan.first_phase_steps(settings)} steps (trained and evaluated once each), "
+            f"second phases of {', '.join(map(str, plan.second_phase_budgets(settings)))} "
+            f"steps; {plan.steps_to_train(specs)} steps to train, out {settings.out}"
+        )
+    lines = [
+        header,
         f"time estimate: {est.seconds_per_run:g} s per run + {est.seconds_per_step:g} s per "
-        f"step + FLOPs at {human(float(est.flops_per_second), 'FLOP/s')} (settings.estimate)",
+        f"step + FLOPs at {human(float(est.flops_per_second), 'FLOP/s')} (settings.estimate)"
+        + (
+            f"; {per_point:g} s per forgetting-curve point ({len(curves)} curve runs, every "
+            f"{int(settings.study.run.eval_every)} steps)"
+            if curves
+            else ""
+        ),
         "",
         "| run | params (encoder / total) | FLOPs/step | compute | audio h | frames | est. time "
         "| status |",
         "|---|---|---|---|---|---|---|---|",
     ]
     total_compute = total_seconds = left_seconds = 0.0
-    for spec in specs:
-        config = plan.run_config_of(settings, spec)
-        cost = plan.cost(config)
-        seconds = plan.estimated_seconds(cost, est)
-        state = status(settings, spec, cost["steps"])
-        total_compute += cost["compute"]
+
+    def add(name, cost, seconds, state, compute):
+        nonlocal total_compute, total_seconds, left_seconds
+        total_compute += compute
         total_seconds += seconds
-        left_seconds += 0.0 if state == "done" else seconds
+        left_seconds += 0.0 if state in ("done", "trained") else seconds
         p = cost["parameters"]
         lines.append(
-            f"| {spec.name} | {human(p['encoder'])} / {human(p['total'])} | "
+            f"| {name} | {human(p['encoder'])} / {human(p['total'])} | "
             f"{human(cost['flops_per_step'])} | {human(cost['compute'])} | "
             f"{cost['audio_hours']:.3g} | {human(cost['frames'])} | {_minutes(seconds)} | "
             f"{state} |"
         )
+
+    listed: set[str] = set()
+    for spec in specs:
+        config = plan.run_config_of(settings, spec)
+        cost = plan.cost(config)
+        state = status(settings, spec, cost["steps"])
+        if spec.first_phase is None:
+            add(spec.name, cost, plan.estimated_seconds(cost, est), state, cost["compute"])
+            continue
+        if spec.first_phase not in listed:  # trained and evaluated once, before its runs
+            listed.add(spec.first_phase)
+            first = plan.cost(plan.first_phase_config_of(settings, spec))
+            first_dir = plan.first_phase_dir(settings.out, spec)
+            done = _done_steps(first_dir)
+            first_state = (
+                "trained" if done >= spec.first_steps else (f"at {done}" if done else "new")
+            )
+            if first_state == "trained" and study_run.cached_evaluation(
+                plan.study_settings(settings, spec), first_dir
+            ):
+                first_state = "done"
+            seconds = plan.estimated_seconds(first, est)
+            add(
+                f"{plan.FIRST_DIR}/{spec.first_phase}",
+                first,
+                seconds,
+                first_state,
+                first["compute"],
+            )
+        if not spec.second_steps:  # the switch: its first phase's evaluation
+            add(spec.name, cost, 0.0, state, 0.0)
+            continue
+        second = plan.cost(_second_phase_config(config))
+        seconds = plan.estimated_seconds(second, est)
+        if spec.name in curves:
+            seconds += per_point * (spec.second_steps // int(config.eval_every) + 1)
+        add(spec.name, cost, seconds, state, second["compute"])
     if not _prepared(settings):  # the corpus build and the image tower come first
         prepare_seconds = float(est.get("seconds_to_prepare", 0.0))
         total_seconds += prepare_seconds
@@ -336,7 +417,8 @@ def plan_text(settings: ml_collections.ConfigDict) -> str:
     lines += [
         "",
         f"total: {human(total_compute, 'FLOP')}, estimated {_minutes(total_seconds)} "
-        f"({_minutes(left_seconds)} left)",
+        f"({_minutes(left_seconds)} left)"
+        + (f"; {total_seconds / 60:.0f} min in all" if total_seconds >= 5400 else ""),
     ]
     return "\n".join(lines)
 
@@ -361,9 +443,13 @@ def _minutes(seconds: float) -> str:
 # --- Running -------------------------------------------------------------------------------
 
 
-def _train(study: ml_collections.ConfigDict, config, workdir: str) -> None:
+def _train(
+    study: ml_collections.ConfigDict, config, workdir: str, history: bool | None = None
+) -> None:
+    """Train (or finish) one run; ``history`` (None: ``study.history.enabled``) adds the
+    study's EvaluationHook, and for a run resuming at its switch, that point first."""
     hook = None
-    if study.history.enabled:
+    if study.history.enabled if history is None else history:
         h = study.history
         hook = evaluate.EvaluationHook(
             config,
@@ -372,8 +458,109 @@ def _train(study: ml_collections.ConfigDict, config, workdir: str) -> None:
             captions_per_image=h.captions_per_image,
             num_abx_utterances=h.num_abx_utterances,
             layers=h.layers,
+            plot=not history,  # a curve run's: the forgetting report draws them
         )
+        if history:
+            loop.prepare(config, workdir=workdir)  # the frame geometry the hook's batches need
+            _record_switch(hook, config, workdir)
     loop.train(config, workdir, eval_hook=hook)
+
+
+def _record_switch(hook, config, workdir: str) -> None:
+    """The hook's evaluation of the snapshot closing the first phase, unless the history has
+    it: a run resumed from a shared first phase starts its curve at the switch."""
+    if len(config.phases) < 2:
+        return
+    step = int(config.phases[0].steps)
+    if step not in workdir_lib.snapshot_steps(workdir):
+        return
+    path = os.path.join(workdir, evaluate.HISTORY_FILE)
+    if os.path.exists(path) and any(e["step"] == step for e in evaluate.read_history(workdir)):
+        return
+    variables, _, _ = workdir_lib.load_variables(workdir, str(step))
+    state = types.SimpleNamespace(params=variables["params"], batch_stats=variables["batch_stats"])
+    hook(state, step, str(config.phases[0].name))
+
+
+def _seed_from_first_phase(first_dir: str, workdir: str, step: int) -> None:
+    """Give ``workdir`` its first phase: the metrics it logged and its closing snapshot (the
+    study's sharing), so the run resumes at the switch as if it had trained it; a run with
+    snapshots of its own is left as it is."""
+    if workdir_lib.snapshot_steps(workdir):
+        return
+    leftover = os.path.join(workdir_lib.snapshot_dir(workdir), f"{step}.copying")
+    shutil.rmtree(leftover, ignore_errors=True)  # an interrupted copy
+    os.makedirs(workdir, exist_ok=True)
+    metrics = os.path.join(first_dir, reporting.METRICS_FILE)
+    if os.path.exists(metrics):
+        target = os.path.join(workdir, reporting.METRICS_FILE)
+        shutil.copyfile(metrics, target + ".tmp")
+        os.replace(target + ".tmp", target)
+    study_run._seed_from_first_phase(first_dir, workdir, step)  # noqa: SLF001 - the study's
+
+
+def _evaluate(settings: ml_collections.ConfigDict, study, workdir: str) -> dict:
+    """The study's final evaluation (test-split retrieval, ABX), on ``evaluation_layers``
+    (default all), cached in ``workdir/evaluation.json``."""
+    layers = settings.get("evaluation_layers") or "all"
+    if layers == "all":
+        return study_run.evaluate_model(study, workdir)
+    cached = study_run.cached_evaluation(study, workdir)
+    if cached is not None:
+        return cached
+    results = evaluate.evaluate_run(
+        workdir,
+        tasks=("retrieval", "abx"),
+        layers=layers,
+        split=study.test_split,
+        baselines=False,
+        progress=study.progress,
+    )
+    _write_json(os.path.join(workdir, study_plan.EVALUATION_FILE), results)
+    return results
+
+
+def forgetting_of(
+    spec: RunSpec,
+    config: ml_collections.ConfigDict,
+    settings: ml_collections.ConfigDict,
+    switch: Mapping,
+    end: Mapping,
+) -> dict:
+    """The row's ``forgetting`` block (``sweep/forgetting.py``) from the two evaluations, the
+    first phase's metrics and the two snapshots."""
+    first_dir = plan.first_phase_dir(settings.out, spec)
+    first_config = copy.deepcopy(config)
+    first_config.phases = [config.phases[0]]
+    phase = phases_lib.phases_from_config(first_config)[0]
+    losses = measured(first_dir, first_config)["final"]
+    before, _, _ = workdir_lib.load_variables(first_dir, str(spec.first_steps))
+    after, _, _ = workdir_lib.load_variables(plan.trained_dir(settings.out, spec))
+    history = os.path.join(plan.run_dir(settings.out, spec.name), evaluate.HISTORY_FILE)
+    return forgetting.block(
+        switch=switch,
+        end=end,
+        first_phase={
+            "objective": phase.name,
+            "alpha": float(phase.alpha(phase.steps - 1)),
+            "steps": int(spec.first_steps),
+            "coarse_loss_end": losses["coarse_loss"],
+            "ssl_loss_end": losses["ssl_loss"],
+            # The CLIP loss of embeddings that say nothing: ln(batch) in each direction.
+            "coarse_loss_chance": math.log(int(config.data.audio_image.batch_size)),
+        },
+        second_phase={
+            "objective": str(config.phases[1].name) if len(config.phases) > 1 else None,
+            "steps": int(spec.second_steps),
+        },
+        layer_distance=forgetting.layer_distance(before["params"], after["params"]),
+        vgs_layer=int(config.model.vgs_layer),
+        history=(
+            os.path.relpath(history, settings.out)
+            if spec.second_steps and os.path.exists(history)
+            else None
+        ),
+    )
 
 
 def _write_json(path: str, value) -> None:
@@ -387,6 +574,47 @@ def prepare(settings: ml_collections.ConfigDict) -> None:
     study = plan.study_settings(settings)
     study_run.ensure_corpora(study.run.data)
     study_run.ensure_image_tower(study)
+
+
+def _first_phases(
+    settings: ml_collections.ConfigDict, specs: Sequence[RunSpec]
+) -> dict[str, tuple[str, ml_collections.ConfigDict]]:
+    """Each shared first phase once: its workdir and config; runs that would share one with
+    different first-phase configs are an error (their first phases are not one run)."""
+    firsts: dict[str, tuple[str, ml_collections.ConfigDict, str]] = {}
+    for spec in specs:
+        if spec.first_phase is None:
+            continue
+        config = plan.first_phase_config_of(settings, spec)
+        if spec.first_phase not in firsts:
+            firsts[spec.first_phase] = (
+                plan.first_phase_dir(settings.out, spec),
+                config,
+                spec.name,
+            )
+        elif config.to_json() != firsts[spec.first_phase][1].to_json():
+            raise ValueError(
+                f"runs {firsts[spec.first_phase][2]} and {spec.name} would share the first phase "
+                f"{spec.first_phase}, but their first phases' configs differ"
+            )
+    return {name: (d, c) for name, (d, c, _) in firsts.items()}
+
+
+def _steps_left(settings: ml_collections.ConfigDict, specs: Sequence[RunSpec]) -> int:
+    """Training steps the runs still cost (shared first phases once)."""
+    left, firsts = 0, set()
+    for spec in specs:
+        if status(settings, spec, spec.steps) in ("done", "trained"):
+            continue
+        if spec.first_phase is None:
+            left += spec.steps
+            continue
+        if spec.first_phase not in firsts:
+            firsts.add(spec.first_phase)
+            done = _done_steps(plan.first_phase_dir(settings.out, spec))
+            left += max(0, spec.first_steps - done)
+        left += spec.second_steps
+    return left
 
 
 def run_sweep(
@@ -415,18 +643,25 @@ def run_sweep(
     if stage == "prepare":
         return {}
     configs = {s.name: plan.run_config_of(settings, s) for s in chosen}
+    layers = settings.get("evaluation_layers") or "all"
+    for config in configs.values():  # a layer the models lack: before anything trains
+        features.parse_layers(layers, int(config.model.num_layers))
+    firsts = _first_phases(settings, chosen)
+    for first_dir, first_config in firsts.values():  # shared first phases: checked once
+        study_run.check_unchanged(first_dir, first_config)
     for spec in chosen:  # before anything trains: a kept run must be the run asked for
         study_run.check_unchanged(plan.run_dir(settings.out, spec.name), configs[spec.name])
+    curves = plan.curve_runs(settings, specs)
     rows = read_rows(settings, specs)
-    remaining = sum(
-        s.steps for s in chosen if status(settings, s, s.steps) not in ("done", "trained")
+    clock = study_run.StudyClock(
+        _steps_left(settings, chosen), os.path.join(settings.out, TIMING_FILE)
     )
-    clock = study_run.StudyClock(remaining, os.path.join(settings.out, TIMING_FILE))
     for spec in chosen:
         workdir = plan.run_dir(settings.out, spec.name)
         config = configs[spec.name]
         study = plan.study_settings(settings, spec)
-        kept = spec.name in rows and study_run.cached_evaluation(study, workdir) is not None
+        trained = plan.trained_dir(settings.out, spec)
+        kept = spec.name in rows and study_run.cached_evaluation(study, trained) is not None
         if kept:
             clock.record(spec.name, 0.0, reused=True)
             continue
@@ -438,14 +673,35 @@ def run_sweep(
                 "sweep %s: %s not finished (%s); left pending", settings.name, spec.name, state
             )
             continue
-        if trains:
-            log.info("sweep %s: training %s", settings.name, spec.name)
-            _train(study, config, workdir)
-        evaluation = study_run.evaluate_model(study, workdir)
-        rows[spec.name] = row_of(spec, config, workdir, evaluation)
+        steps = 0
+        if spec.first_phase is None:
+            if trains:
+                log.info("sweep %s: training %s", settings.name, spec.name)
+                _train(study, config, workdir)
+                steps = spec.steps
+            evaluation = _evaluate(settings, study, workdir)
+            rows[spec.name] = row_of(spec, config, workdir, evaluation)
+        else:
+            first_dir, first_config = firsts[spec.first_phase]
+            if trains and _done_steps(first_dir) < spec.first_steps:
+                log.info("sweep %s: training the first phase %s", settings.name, spec.first_phase)
+                _train(study, first_config, first_dir, history=False)
+                steps += spec.first_steps
+            switch = _evaluate(settings, study, first_dir)  # once per first phase (cached)
+            if spec.second_steps:
+                if trains:
+                    log.info("sweep %s: training %s", settings.name, spec.name)
+                    _seed_from_first_phase(first_dir, workdir, spec.first_steps)
+                    _train(study, config, workdir, history=spec.name in curves)
+                    steps += spec.second_steps
+                end = _evaluate(settings, study, workdir)
+            else:
+                end = switch
+            rows[spec.name] = row_of(spec, config, trained, end)
+            rows[spec.name]["forgetting"] = forgetting_of(spec, config, settings, switch, end)
+        os.makedirs(workdir, exist_ok=True)
         _write_json(os.path.join(workdir, plan.ROW_FILE), rows[spec.name])
         write_tables(settings, specs, rows)
-        steps = spec.steps if trains else 0
         message = clock.finished(spec.name, steps, time.monotonic() - began, reused=False)
         log.info(message.replace("; study ", "; sweep "))
     write_tables(settings, specs, rows)
