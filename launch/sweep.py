@@ -27,7 +27,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from fastvgs_jax import cli
-from fastvgs_jax.sweep import emit, plan, run
+from fastvgs_jax.sweep import emit, plan, run, table
 from fastvgs_jax.train import reporting
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -63,7 +63,7 @@ def main(argv) -> None:
     if _OUT.value:
         settings.out = _OUT.value
     if _DRY_RUN.value:
-        print(run.plan_text(settings))
+        print(table.plan_text(settings))
     if _EMIT.value and plan.split_phases(settings):
         raise app.UsageError(
             "--emit writes one independent job per run; runs with second_phase_steps share "

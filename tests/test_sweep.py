@@ -20,7 +20,9 @@ import configs.sweep
 from fastvgs_jax.study import plan as study_plan
 from fastvgs_jax.study import run as study_run
 from fastvgs_jax.sweep import emit, plan
+from fastvgs_jax.sweep import measure as sweep_measure
 from fastvgs_jax.sweep import run as sweep_run
+from fastvgs_jax.sweep import table as sweep_table
 from fastvgs_jax.train import loop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -148,7 +150,7 @@ def test_cost_counts_each_phase_and_batch_kind(tmp_path):
 
 def test_dry_run_lists_every_run_with_its_flops_data_and_time(tmp_path):
     settings = _settings(tmp_path)
-    text = sweep_run.plan_text(settings)
+    text = sweep_table.plan_text(settings)
     for spec in plan.expand(settings):
         assert spec.name in text
     assert "FLOPs/step" in text and "est. time" in text
@@ -411,14 +413,14 @@ def test_final_losses_fall_back_to_the_last_logged_value(tmp_path):
         {"step": 26, "ssl": float("nan"), "steps_per_second": 2.0, "audio_seconds_per_second": 4.0},
     ]
     (workdir / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
-    seen = sweep_run.measured(str(workdir), config)
+    seen = sweep_measure.measured(str(workdir), config)
     assert seen["final"] == {"ssl_loss": 1.5, "coarse_loss": None}  # step 20 logged again
     assert seen["wall_seconds"] == pytest.approx(10 / 1 + 10 / 2 + 6 / 2)
     assert seen["audio_seconds"] == pytest.approx(4 * 10 + 2 * 10 + 2 * 6)
     assert math.isfinite(seen["wall_seconds"])
     # MFU over the run: its FLOPs over the training time and the devices' recorded peak.
-    assert sweep_run._mfu(2e12, 10.0, {"performance": {"peak_flops": 1e12}}) == 0.2
-    assert sweep_run._mfu(2e12, 10.0, {"performance": {}}) is None
+    assert sweep_measure._mfu(2e12, 10.0, {"performance": {"peak_flops": 1e12}}) == 0.2
+    assert sweep_measure._mfu(2e12, 10.0, {"performance": {}}) is None
 
 
 # --- A real micro-sweep --------------------------------------------------------------------

@@ -21,8 +21,9 @@ import configs.sweep
 from fastvgs_jax import workdir as workdir_lib
 from fastvgs_jax.study import plan as study_plan
 from fastvgs_jax.study import run as study_run
-from fastvgs_jax.sweep import forgetting, plan
+from fastvgs_jax.sweep import forgetting, forgetting_rows, plan
 from fastvgs_jax.sweep import run as sweep_run
+from fastvgs_jax.sweep import table as sweep_table
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BLOCK_KEYS = {
@@ -189,7 +190,7 @@ def test_a_list_of_runs_takes_alpha_and_second(tmp_path):
 def test_dry_run_lists_each_first_phase_once(tmp_path):
     settings = _settings(tmp_path)
     settings.curves.seeds = "0"
-    text = sweep_run.plan_text(settings)
+    text = sweep_table.plan_text(settings)
     assert "9 runs sharing 3 first phases of 10 steps" in text
     firsts = [ln for ln in text.splitlines() if ln.startswith("| _first/")]
     assert len(firsts) == 3 and "| _first/xxs-frac1-p10-vgs-seed0 |" in text
@@ -382,17 +383,18 @@ def test_collect_leaves_second_phases_pending_but_reports_the_switch(tmp_path, s
 
 
 def test_retention_arithmetic_by_hand():
-    assert forgetting.chance_recall(100) == 10.0
-    assert forgetting.chance_recall(4) == 100.0  # 10 of 4 images: every ranking hits
-    assert forgetting.chance_recall(5000) == pytest.approx(0.2)  # the paper's test split
-    assert forgetting.retention(30.0, 50.0) == pytest.approx(0.6)
-    assert forgetting.retention(30.0, 0.0) is None and forgetting.retention(None, 50.0) is None
-    assert forgetting.retention_over_chance(30.0, 50.0, 10.0) == pytest.approx(0.5)
-    assert forgetting.retention_over_chance(10.0, 50.0, 10.0) == 0.0  # back at chance
-    assert forgetting.retention_over_chance(5.0, 50.0, 10.0) == pytest.approx(-0.125)
-    assert forgetting.retention_over_chance(60.0, 50.0, 10.0) == pytest.approx(1.25)
-    assert forgetting.retention_over_chance(12.0, 10.0, 10.0) is None  # nothing to keep
-    assert forgetting.retention_over_chance(12.0, 8.0, 10.0) is None
+    assert forgetting_rows.chance_recall(100) == 10.0
+    assert forgetting_rows.chance_recall(4) == 100.0  # 10 of 4 images: every ranking hits
+    assert forgetting_rows.chance_recall(5000) == pytest.approx(0.2)  # the paper's test split
+    assert forgetting_rows.retention(30.0, 50.0) == pytest.approx(0.6)
+    assert forgetting_rows.retention(30.0, 0.0) is None
+    assert forgetting_rows.retention(None, 50.0) is None
+    assert forgetting_rows.retention_over_chance(30.0, 50.0, 10.0) == pytest.approx(0.5)
+    assert forgetting_rows.retention_over_chance(10.0, 50.0, 10.0) == 0.0  # back at chance
+    assert forgetting_rows.retention_over_chance(5.0, 50.0, 10.0) == pytest.approx(-0.125)
+    assert forgetting_rows.retention_over_chance(60.0, 50.0, 10.0) == pytest.approx(1.25)
+    assert forgetting_rows.retention_over_chance(12.0, 10.0, 10.0) is None  # nothing to keep
+    assert forgetting_rows.retention_over_chance(12.0, 8.0, 10.0) is None
 
 
 def test_layer_distance_on_handmade_parameter_trees():
@@ -424,7 +426,7 @@ def test_layer_distance_on_handmade_parameter_trees():
     }
     after["audio_pooler"] = {"w": np.array([3.0])}  # the branch with the CLIP scale:
     after["log_scale"] = np.array(1.0)  # |Δ| 1 of |θ| √5
-    distance = forgetting.layer_distance(before, after)
+    distance = forgetting_rows.layer_distance(before, after)
     assert list(distance) == [
         "frontend",
         "input",
@@ -440,7 +442,7 @@ def test_layer_distance_on_handmade_parameter_trees():
     assert distance["ssl_head"] == 0.0 and distance["image"] == 0.0
     after["quantizer"] = {"codebook": np.ones(3)}
     with pytest.raises(ValueError, match="quantizer/codebook differs"):
-        forgetting.layer_distance(before, after)
+        forgetting_rows.layer_distance(before, after)
 
 
 # --- The report on handmade rows -----------------------------------------------------------
@@ -458,7 +460,8 @@ def _row(schedule, alpha, seed, budget, switch, end, coarse=2.5, moved=0.1):
             "end": {"s2i_r10": end, "i2s_r10": end, "abx_within": 2.5, "abx_across": 3.5},
             "retention": {"s2i": end / switch, "i2s": end / switch},
             "retention_over_chance": {
-                d: forgetting.retention_over_chance(end, switch, chance) for d in ("s2i", "i2s")
+                d: forgetting_rows.retention_over_chance(end, switch, chance)
+                for d in ("s2i", "i2s")
             },
             "chance_r10": chance,
             "num_images": 100,
@@ -500,7 +503,7 @@ def _rows(joint_end):
 def test_findings_are_computed_from_the_numbers():
     # α=0.1 keeps (18 − 10) / (20 − 10) = 0.8 and more of its above-chance recall at every
     # seed, the VGS start (15..17 − 10) / 25 ≤ 0.28: above beyond the seed spread.
-    summary = forgetting.summarise(_rows([18.0, 19.0, 20.0]), sweep="hand")
+    summary = forgetting_rows.summarise(_rows([18.0, 19.0, 20.0]), sweep="hand")
     text = "\n".join(summary["findings"])
     assert 3 <= len(summary["findings"]) <= 5
     assert "After 100 SSL steps (VGS, W2V2) keeps 24 ± 3 % of its above-chance" in text
@@ -513,7 +516,7 @@ def test_findings_are_computed_from_the_numbers():
     group = next(g for g in summary["groups"] if g["label"] == "VGS+ α=0.1" and g["budget"])
     assert group["s2i_retention_over_chance"]["values"] == pytest.approx([0.8, 0.9, 1.0])
     # Overlapping seeds: more by the mean only, and no α keeps more at every budget.
-    overlap = forgetting.summarise(_rows([12.0, 13.0, 18.0]), sweep="hand")
+    overlap = forgetting_rows.summarise(_rows([12.0, 13.0, 18.0]), sweep="hand")
     text = "\n".join(overlap["findings"])
     assert "more by the mean only (the seed ranges overlap) at α = 0.1" in text
     assert "No α keeps more retrieval than the VGS start beyond the seed spread" in text

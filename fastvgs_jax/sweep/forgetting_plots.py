@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from fastvgs_jax.sweep.forgetting import JOINT_START, REFERENCE_START, group_order, model_label
+from fastvgs_jax.sweep.forgetting_rows import JOINT_START, REFERENCE_START, group_order, model_label
 
 
 def _figure(panels: int, width: float = 5.0, height: float = 3.8):

@@ -11,18 +11,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 from collections.abc import Mapping
-from typing import Any
-
-import numpy as np
 
 from fastvgs_jax.sweep.frontier import compute_frontier
 from fastvgs_jax.sweep.laws import LEVEL, fit_all
 from fastvgs_jax.sweep.laws_plots import plot_frontier, plot_laws
-from fastvgs_jax.sweep.results import PREDICTORS, SWEEP_FILE, TARGETS, load_rows, schedules
+from fastvgs_jax.sweep.results import (
+    PREDICTORS,
+    SWEEP_FILE,
+    TARGETS,
+    json_safe,
+    load_rows,
+    schedules,
+)
 
 PLOTS_DIR = "plots"
 
@@ -107,19 +110,6 @@ def report_markdown(report: Mapping) -> str:
     return "\n".join(lines)
 
 
-def _clean(value: Any) -> Any:
-    """JSON-safe: NaN and infinities as None, numpy scalars as Python numbers."""
-    if isinstance(value, Mapping):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def write_report(folder: str, *, bootstrap: int = 1000, seed: int = 0) -> str:
     """Fits every law of ``folder/sweep.jsonl`` and writes ``laws.json`` (returned),
     ``laws.md`` and the PNGs under ``folder/plots/``; deterministic for a given input."""
@@ -136,7 +126,7 @@ def write_report(folder: str, *, bootstrap: int = 1000, seed: int = 0) -> str:
         )
         if path:
             plots.append(path)
-    report = _clean(
+    report = json_safe(
         {
             "sweep": os.path.basename(os.path.normpath(os.path.abspath(folder))),
             "runs": len(rows),

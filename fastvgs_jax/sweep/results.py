@@ -26,6 +26,19 @@ import numpy as np
 SWEEP_FILE = "sweep.jsonl"
 
 
+def json_safe(value: Any) -> Any:
+    """JSON-safe: NaN and infinities as None, numpy scalars as Python numbers."""
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def number_at(row: Mapping, *keys: str) -> float | None:
     """The finite number at ``row[keys[0]][keys[1]]…``; None when absent, a bool, NaN or
     infinite."""
