@@ -13,7 +13,7 @@ The argument is the JSON file's path (local or gs://); every field can be overri
 import ml_collections
 from etils import epath
 
-from fastvgs_jax.sweep import plan
+from fastvgs_jax.sweep import configs_json
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -22,4 +22,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     path = epath.Path(arg)
     if not path.exists():
         raise FileNotFoundError(f"configs/resolved.py:{arg}: no such file")
-    return plan.config_from_json(path.read_text())
+    return configs_json.config_from_json(path.read_text())

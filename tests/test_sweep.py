@@ -18,6 +18,7 @@ import configs.resolved
 import configs.sweep
 from fastvgs_jax.study import plan as study_plan
 from fastvgs_jax.study import run as study_run
+from fastvgs_jax.sweep import cost as sweep_cost
 from fastvgs_jax.sweep import measure as sweep_measure
 from fastvgs_jax.sweep import plan
 from fastvgs_jax.sweep import run as sweep_run
@@ -136,7 +137,9 @@ def test_cost_counts_each_phase_and_batch_kind(tmp_path):
     settings = _settings(tmp_path)
 
     def cost(schedule, steps):
-        return plan.cost(plan.run_config_of(settings, plan.RunSpec("xs", 1.0, steps, schedule, 0)))
+        return sweep_cost.cost(
+            plan.run_config_of(settings, plan.RunSpec("xs", 1.0, steps, schedule, 0))
+        )
 
     both, w2v2, vgs = cost("w2v2_vgs", 30), cost("w2v2", 9), cost("vgs", 21)  # 9 + 21 steps
     assert both["compute"] == pytest.approx(w2v2["compute"] + vgs["compute"])
@@ -228,7 +231,7 @@ def test_rows_hold_the_schema_from_metrics_and_evaluation(tmp_path, stubbed):
     row = json.loads(line)
     assert set(row) == ROW_KEYS
     config = plan.run_config_of(settings, plan.expand(settings)[0])
-    cost = plan.cost(config)
+    cost = sweep_cost.cost(config)
     assert row["parameters"] == cost["parameters"]
     assert set(row["parameters"]) == {"encoder", "vgs_branch", "image", "total"}
     assert row["compute"] == pytest.approx(30 * row["flops_per_step"])

@@ -19,6 +19,7 @@ import configs.sweep
 from fastvgs_jax import workdir as workdir_lib
 from fastvgs_jax.study import plan as study_plan
 from fastvgs_jax.study import run as study_run
+from fastvgs_jax.sweep import cost as sweep_cost
 from fastvgs_jax.sweep import plan
 from fastvgs_jax.sweep import run as sweep_run
 from fastvgs_jax.sweep import table as sweep_table
@@ -79,7 +80,7 @@ def test_alpha_and_second_phase_axes_expand_with_stable_names(tmp_path):
         for start in ("vgsplus-a0.1", "vgsplus-a0.5", "vgs")
         for seed in (0, 1)
     }
-    assert plan.steps_to_train(specs) == 6 * 10 + 6 * (5 + 10)
+    assert sweep_cost.steps_to_train(specs) == 6 * 10 + 6 * (5 + 10)
     # A larger grid keeps the names; the sweep without the new axes keeps its old ones.
     settings.second_phase_steps, settings.alphas = "0,5,10,20", "0.1,0.3,0.5"
     assert set(names) < {s.name for s in plan.expand(settings)}

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 
 import ml_collections
 
-from fastvgs_jax.sweep import plan
+from fastvgs_jax.sweep import configs_json, plan
 
 FORMATS = ("slurm", "tpu_vm", "shell")
 EMIT_DIR = "emit"
@@ -316,10 +316,11 @@ def write(settings: ml_collections.ConfigDict, fmt: str, hosts: int) -> list[str
     scripts = files(settings, fmt, hosts)
     root = emit_dir(settings)
     os.makedirs(os.path.dirname(settings_path(settings)), exist_ok=True)
-    _write(settings_path(settings), plan.config_json(settings))
+    _write(settings_path(settings), configs_json.config_json(settings))
     for spec in plan.expand(settings):
         _write(
-            config_path(settings, spec.name), plan.config_json(plan.run_config_of(settings, spec))
+            config_path(settings, spec.name),
+            configs_json.config_json(plan.run_config_of(settings, spec)),
         )
     paths = []
     for name, text in scripts.items():

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 import ml_collections
 
 from fastvgs_jax import workdir as workdir_lib
-from fastvgs_jax.sweep import plan
+from fastvgs_jax.sweep import cost as sweep_cost
 from fastvgs_jax.sweep.plan import RunSpec
 from fastvgs_jax.train import phases as phases_lib
 from fastvgs_jax.train import reporting
@@ -95,7 +95,7 @@ def row_of(
     spec: RunSpec, config: ml_collections.ConfigDict, workdir: str, evaluation: Mapping
 ) -> dict:
     """The run's line of sweep.jsonl (see the module doc)."""
-    cost = plan.cost(config)
+    cost = sweep_cost.cost(config)
     seen = measured(workdir, config)
     audio_seconds = seen["audio_seconds"]
     frames = int(round(audio_seconds * cost["frame_rate"]))

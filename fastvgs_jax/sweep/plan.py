@@ -391,14 +391,3 @@ def curve_runs(settings: ml_collections.ConfigDict, specs: Sequence[RunSpec]) ->
         for s in specs
         if s.seed in seeds and s.second_steps in budgets and s.second_steps and s.first_steps
     }
-
-
-# The cost and the JSON configs live in sweep/cost.py and sweep/configs_json.py; their names
-# stay importable from here (emit, run, configs/resolved.py and the tests read them as plan.*).
-from fastvgs_jax.sweep.configs_json import config_from_json as config_from_json  # noqa: E402
-from fastvgs_jax.sweep.configs_json import config_json as config_json  # noqa: E402
-from fastvgs_jax.sweep.cost import cost as cost  # noqa: E402
-from fastvgs_jax.sweep.cost import estimated_seconds as estimated_seconds  # noqa: E402
-from fastvgs_jax.sweep.cost import human as human  # noqa: E402
-from fastvgs_jax.sweep.cost import steps_to_train as steps_to_train  # noqa: E402
-from fastvgs_jax.sweep.cost import total_steps as total_steps  # noqa: E402

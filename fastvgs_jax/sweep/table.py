@@ -16,6 +16,7 @@ from fastvgs_jax.data.corpora import registry
 from fastvgs_jax.eval import evaluate
 from fastvgs_jax.study import plan as study_plan
 from fastvgs_jax.study import run as study_run
+from fastvgs_jax.sweep import cost as sweep_cost
 from fastvgs_jax.sweep import plan
 from fastvgs_jax.sweep.cost import human
 from fastvgs_jax.sweep.plan import RunSpec
@@ -156,7 +157,7 @@ def plan_text(settings: ml_collections.ConfigDict) -> str:
     curves = plan.curve_runs(settings, specs)
     per_point = float(est.get("seconds_per_history_point") or 0.0)
     header = (
-        f"sweep {settings.name}: {len(specs)} runs, {plan.total_steps(specs)} steps, out "
+        f"sweep {settings.name}: {len(specs)} runs, {sweep_cost.total_steps(specs)} steps, out "
         f"{settings.out}"
     )
     if split:
@@ -165,7 +166,7 @@ def plan_text(settings: ml_collections.ConfigDict) -> str:
             f"sweep {settings.name}: {len(specs)} runs sharing {len(firsts)} first phases of "
             f"{plan.first_phase_steps(settings)} steps (trained and evaluated once each), "
             f"second phases of {', '.join(map(str, plan.second_phase_budgets(settings)))} "
-            f"steps; {plan.steps_to_train(specs)} steps to train, out {settings.out}"
+            f"steps; {sweep_cost.steps_to_train(specs)} steps to train, out {settings.out}"
         )
     lines = [
         header,
@@ -200,14 +201,14 @@ def plan_text(settings: ml_collections.ConfigDict) -> str:
     listed: set[str] = set()
     for spec in specs:
         config = plan.run_config_of(settings, spec)
-        cost = plan.cost(config)
+        cost = sweep_cost.cost(config)
         state = status(settings, spec, cost["steps"])
         if spec.first_phase is None:
-            add(spec.name, cost, plan.estimated_seconds(cost, est), state, cost["compute"])
+            add(spec.name, cost, sweep_cost.estimated_seconds(cost, est), state, cost["compute"])
             continue
         if spec.first_phase not in listed:  # trained and evaluated once, before its runs
             listed.add(spec.first_phase)
-            first = plan.cost(plan.first_phase_config_of(settings, spec))
+            first = sweep_cost.cost(plan.first_phase_config_of(settings, spec))
             first_dir = plan.first_phase_dir(settings.out, spec)
             done = _done_steps(first_dir)
             first_state = (
@@ -217,7 +218,7 @@ def plan_text(settings: ml_collections.ConfigDict) -> str:
                 plan.study_settings(settings, spec), first_dir
             ):
                 first_state = "done"
-            seconds = plan.estimated_seconds(first, est)
+            seconds = sweep_cost.estimated_seconds(first, est)
             add(
                 f"{plan.FIRST_DIR}/{spec.first_phase}",
                 first,
@@ -228,8 +229,8 @@ def plan_text(settings: ml_collections.ConfigDict) -> str:
         if not spec.second_steps:  # the switch: its first phase's evaluation
             add(spec.name, cost, 0.0, state, 0.0)
             continue
-        second = plan.cost(_second_phase_config(config))
-        seconds = plan.estimated_seconds(second, est)
+        second = sweep_cost.cost(_second_phase_config(config))
+        seconds = sweep_cost.estimated_seconds(second, est)
         if spec.name in curves:
             seconds += per_point * (spec.second_steps // int(config.eval_every) + 1)
         add(spec.name, cost, seconds, state, second["compute"])
