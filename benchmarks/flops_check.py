@@ -128,7 +128,7 @@ def main(argv) -> None:
     import jax
 
     from fastvgs_jax.models import fastvgs
-    from fastvgs_jax.train import flops
+    from fastvgs_jax.train import parameters
 
     result = {"benchmark": "flops_check", "device": jax.devices()[0].device_kind}
     result["cpu_count"] = os.cpu_count()
@@ -138,7 +138,7 @@ def main(argv) -> None:
         entry["layers"] = config.model.num_layers
         entry["hidden_dim"] = config.model.hidden_dim
         variables = fastvgs.abstract_variables(config.model)
-        entry["parameters"] = flops.parameter_counts(variables, config.model)
+        entry["parameters"] = parameters.parameter_counts(variables, config.model)
         for heads in FLAGS.heads:
             entry[heads] = check(name, heads)
         if name in FLAGS.time:

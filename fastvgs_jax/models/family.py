@@ -261,7 +261,7 @@ def _image_encoder(c: ml_collections.ConfigDict) -> int:
 
 def estimate_parameters(config: ml_collections.ConfigDict) -> dict[str, int]:
     """Parameters of a model config by part, counted from its fields (what
-    ``train.flops.parameter_counts`` counts on initialised variables): ``encoder`` (speech
+    ``train.parameters.parameter_counts`` counts on initialised variables): ``encoder`` (speech
     encoder + SSL head: quantizer, target and context projections), ``vgs_branch`` (audio
     pooler, CLIP scale), ``image`` (the image encoder), ``total``; and ``speech_encoder``."""
     speech, features = _speech_encoder(config)

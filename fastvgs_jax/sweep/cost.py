@@ -30,7 +30,7 @@ def cost(config: ml_collections.ConfigDict) -> dict:
     training FLOPs (``compute``), and the audio and frames of the crops it reads (padding
     included: the estimate; the run's table reports what it read)."""
     model = config.model
-    parameters = family.estimate_parameters(model)  # = flops.parameter_counts (tested), untraced
+    parameters = family.estimate_parameters(model)  # = parameter_counts (tested), untraced
     geometry = speech.frame_geometry(model)
     frame_rate = int(config.data.sample_rate) / geometry.stride
     total_flops = audio_seconds = frames = 0.0

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 
 import ml_collections
 
-from fastvgs_jax.train import flops, manifest, mfu
+from fastvgs_jax.train import flops, manifest, mfu, parameters
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ class StepCosts:
             config.precision, config.get("peak_flops_per_device")
         )
         self.record = {
-            "parameters": flops.parameter_counts(params, config.model),
+            "parameters": parameters.parameter_counts(params, config.model),
             "peak_flops": self.peak,
             "peak_source": self.peak_source,
             "flops_convention": flops.CONVENTION,

@@ -7,7 +7,7 @@ import pytest
 
 from fastvgs_jax.models import family, fastvgs
 from fastvgs_jax.models.config import model_config as preset_config
-from fastvgs_jax.train import flops
+from fastvgs_jax.train import parameters
 
 PARTS = ("encoder", "vgs_branch", "image", "total", "speech_encoder")
 
@@ -16,7 +16,7 @@ PARTS = ("encoder", "vgs_branch", "image", "total", "speech_encoder")
 def test_parameter_estimate_counts_an_initialised_model(size, frontend):
     config = family.model_config(size, preset_config("tiny"), frontend=frontend)
     variables = fastvgs.init_variables(config, jax.random.key(0))
-    counts = flops.parameter_counts(variables)
+    counts = parameters.parameter_counts(variables)
     estimate = family.estimate_parameters(config)
     assert {k: estimate[k] for k in PARTS} == {k: counts[k] for k in PARTS}
 
@@ -28,7 +28,7 @@ def test_parameter_estimate_holds_for_every_named_size_and_image_side():
         config.image.kind = kind
         for frontend in ("cnn", "logmel") if size == "xs" else ("cnn",):
             config.frontend = frontend
-            counts = flops.parameter_counts(fastvgs.abstract_variables(config))
+            counts = parameters.parameter_counts(fastvgs.abstract_variables(config))
             estimate = family.estimate_parameters(config)
             assert {k: estimate[k] for k in PARTS} == {k: counts[k] for k in PARTS}, (size, kind)
 

@@ -14,7 +14,7 @@ import pytest
 from fastvgs_jax.models import config as model_configs
 from fastvgs_jax.models import fastvgs, layers, masking, speech
 from fastvgs_jax.train import config as run_config
-from fastvgs_jax.train import flops, mfu
+from fastvgs_jax.train import flops, mfu, parameters
 
 
 # SSL + VGS runs every part; VGS alone stops the encoder at vgs_layer. (SSL alone, and the
@@ -158,7 +158,7 @@ def test_check_against_xla():
 def test_parameter_counts_split_the_total():
     config = model_configs.model_config("tiny")
     variables = fastvgs.abstract_variables(config)
-    counts = flops.parameter_counts(variables, config)
+    counts = parameters.parameter_counts(variables, config)
     everything = sum(math.prod(x.shape) for x in jax.tree.leaves(variables["params"]))
     assert counts["encoder"] + counts["vgs_branch"] + counts["image"] == counts["total"]
     assert counts["total"] == everything
@@ -167,9 +167,9 @@ def test_parameter_counts_split_the_total():
     config.frontend_grad_scale = 0.0
     frontend = variables["params"]["speech_encoder"]["frontend"]
     expected = sum(math.prod(x.shape) for x in jax.tree.leaves(frontend))
-    assert flops.parameter_counts(variables, config)["frozen"] == expected
+    assert parameters.parameter_counts(variables, config)["frozen"] == expected
     concrete = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), variables["params"])
-    assert flops.parameter_counts(concrete)["total"] == everything  # a bare params tree
+    assert parameters.parameter_counts(concrete)["total"] == everything  # a bare params tree
 
 
 @pytest.mark.parametrize(
