@@ -19,6 +19,7 @@ Dtype = Any
 
 # wav2vec2 and BERT initialise every Linear from N(0, 0.02) with zero biases.
 LINEAR_INIT = nn.initializers.normal(stddev=0.02)
+_SQRT_HALF = 0.5**0.5
 NEG_INF = -1e9  # additive attention bias on padded keys (finite: all-padding rows stay finite)
 
 
@@ -28,8 +29,15 @@ def partitioned(init, names: Sequence[str | None]):
 
 
 def gelu(x: jax.Array) -> jax.Array:
-    """The exact (erf) GELU of wav2vec2 and BERT."""
-    return jax.nn.gelu(x, approximate=False)
+    """The exact GELU of wav2vec2 and BERT, x·Φ(x) = ½·x·(1 + erf(x/√2)), in fp32.
+
+    Written through erf, as torch computes it, rather than ``jax.nn.gelu``'s erfc: XLA:CPU
+    evaluates erfc as two branches (a polynomial and an exponential) and selects, which made
+    the CNN's first-layer GELU (26 M values per 4 × 4 s batch) the step's largest elementwise
+    cost. The two agree within 1e-6, as both do with torch.
+    """
+    x32 = x.astype(jnp.float32)
+    return (0.5 * x32 * (1.0 + jax.lax.erf(x32 * _SQRT_HALF))).astype(x.dtype)
 
 
 def dense(
