@@ -355,3 +355,17 @@ def test_unknown_audio_pool_kind_names_the_choices():
     config.audio_pool.kind = "max"
     with pytest.raises(ValueError, match=r"audio_pool.kind='max'.*mean.*resdavenet"):
         fastvgs.init_variables(config, jax.random.key(0))
+
+
+def test_gelu_through_erf_matches_the_erfc_form_and_keeps_the_dtype():
+    x = jnp.linspace(-12.0, 12.0, 20_001)
+    np.testing.assert_allclose(layers.gelu(x), jax.nn.gelu(x, approximate=False), atol=2e-6)
+    gradient = jax.vmap(jax.grad(layers.gelu))(x)
+    reference = jax.vmap(jax.grad(lambda v: jax.nn.gelu(v, approximate=False)))(x)
+    np.testing.assert_allclose(gradient, reference, atol=2e-6)
+    half = x.astype(jnp.bfloat16)
+    assert layers.gelu(half).dtype == jnp.bfloat16
+    # Computed in fp32 and rounded once: the bf16 result is the rounded fp32 one.
+    np.testing.assert_array_equal(
+        layers.gelu(half), layers.gelu(half.astype(jnp.float32)).astype(jnp.bfloat16)
+    )
