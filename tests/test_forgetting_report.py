@@ -158,6 +158,23 @@ def test_findings_are_computed_from_the_numbers():
     text = "\n".join(overlap["findings"])
     assert "more by the mean only (the seed ranges overlap) at α = 0.1" in text
     assert "No α keeps more retrieval than the VGS start beyond the seed spread" in text
+    assert "against (VGS, W2V2)'s 16.0 ± 0.8 % (level within the seed spread)" in text
+
+
+def test_findings_name_the_budgets_where_a_start_keeps_more_when_not_all_do():
+    # Budget 100 as in the overlapping case; a second budget, 150, where α=0.1 ends at
+    # 18..20 % on every seed against the VGS start's 15..17: beyond the spread only there.
+    rows = _rows([12.0, 13.0, 18.0])
+    for seed in (0, 1, 2):
+        rows.append(_row("vgs_w2v2", 1.0, seed, 150, 35.0, 15 + seed))
+        rows.append(_row("vgsplus_w2v2", 0.1, seed, 150, 20.0, 18.0 + seed, moved=0.2))
+        rows.append(_row("vgsplus_w2v2", 0.5, seed, 150, 10.0, 10.0))
+    text = "\n".join(forgetting_rows.summarise(rows, sweep="hand")["findings"])
+    assert (
+        "Beyond the seed spread, VGS+ starts keep more than the VGS start only at α = 0.1 "
+        "after 150 SSL steps; no α does at every budget" in text
+    )
+    assert "(above every VGS seed)" in text
 
 
 def test_report_writes_tables_plots_and_replaces_its_docs_section(tmp_path):

@@ -49,7 +49,7 @@ import shutil
 import sys
 from collections.abc import Mapping, Sequence
 
-from fastvgs_jax.sweep.forgetting_report import tables_markdown
+from fastvgs_jax.sweep.forgetting_report import _and, tables_markdown
 from fastvgs_jax.sweep.forgetting_rows import LABELS, curves, summarise
 from fastvgs_jax.sweep.results import json_safe, load_rows
 
@@ -116,11 +116,6 @@ def section(summary: Mapping, folder: str, images: Sequence[tuple[str, str]]) ->
             END,
         ]
     )
-
-
-def _and(items: Sequence[str]) -> str:
-    items = list(items)
-    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
 
 
 def write_docs(folder: str, summary: Mapping, page: str) -> str:

@@ -34,6 +34,11 @@ def _alphas(entries: Sequence[Mapping]) -> str:
     return ", ".join(f"{e['alpha']:g}" for e in entries)
 
 
+def _and(items: Sequence[str]) -> str:
+    items = list(items)
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
 def compare(candidate: Mapping, reference: Mapping) -> str | None:
     """How a start's per-seed values stand against the reference's: "above" (every seed
     above every reference seed), "above_mean" (the mean above, the seed ranges overlap),
@@ -60,6 +65,7 @@ def findings(summary: Mapping) -> list[str]:
     chance_text = _pct(chance if not isinstance(chance, list) else chance[0])
     lines = []
     kept_everywhere: set | None = None
+    above_at: dict[int, set] = {}  # budget → the α whose every seed keeps more than VGS's
     budgets = [b for b in summary["budgets"] if b > 0]
     for budget in budgets:
         reference = next((g for g in by[budget] if g["start"] == REFERENCE_START), None)
@@ -110,6 +116,7 @@ def findings(summary: Mapping) -> list[str]:
             f"keep " + "; ".join(parts) + "."
         )
         above = {g["alpha"] for g in verdicts.get("above", [])}
+        above_at[budget] = above
         kept_everywhere = above if kept_everywhere is None else kept_everywhere & above
     if (
         budgets
@@ -120,6 +127,20 @@ def findings(summary: Mapping) -> list[str]:
             lines.append(
                 f"At every budget, α = {', '.join(f'{a:g}' for a in sorted(kept_everywhere))} "
                 "keeps more retrieval than the VGS start beyond the seed spread."
+            )
+        elif any(above_at.values()):
+            alphas_by_budgets: dict[tuple, list] = {}
+            for alpha in sorted(set().union(*above_at.values())):
+                kept_at = tuple(b for b in above_at if alpha in above_at[b])
+                alphas_by_budgets.setdefault(kept_at, []).append(f"{alpha:g}")
+            where = [
+                f"α = {_and(alphas)} after {_and([str(b) for b in kept_at])} SSL steps"
+                for kept_at, alphas in alphas_by_budgets.items()
+            ]
+            lines.append(
+                "Beyond the seed spread, VGS+ starts keep more than the VGS start only at "
+                f"{_and(where)}; no α does at every budget, so this sweep does not establish "
+                "that a VGS+ start protects retrieval through the SSL phase."
             )
         else:
             lines.append(
@@ -134,11 +155,18 @@ def findings(summary: Mapping) -> list[str]:
         reference = next((g for g in by[last] if g["start"] == REFERENCE_START), None)
         if joint:
             best = max(joint, key=lambda g: g["s2i_end"]["mean"])
+            standing = {
+                "above": "above every VGS seed",
+                "above_mean": "level within the seed spread",
+                "below_mean": "level within the seed spread",
+                "below": "below every VGS seed",
+            }
             versus = (
                 ""
                 if reference is None
                 else f" against (VGS, W2V2)'s {_pct(reference['s2i_end']['mean'])} ± "
-                f"{_pct(reference['s2i_end']['std'])} %"
+                f"{_pct(reference['s2i_end']['std'])} % "
+                f"({standing[compare(best['s2i_end'], reference['s2i_end'])]})"
             )
             lines.append(
                 f"After {last} SSL steps the best VGS+ start (α={best['alpha']:g}) ends at "
