@@ -8,7 +8,12 @@ traced for ``--steps`` steps after warm-up and each executed instruction's time 
 to the model part its op_name names (``fastvgs_jax.train.step_profile``), forward and
 backward together. Fields: wall seconds per step; seconds per step of each part, summed over
 the threads that ran them; the ten costliest instructions; the busy share (instruction time over
-wall time × cores).
+wall time × the cores this process may use).
+
+On a multi-core CPU the trace holds each instruction on the thread that ran it, not the work
+its helper threads did (a convolution split over cores), so the shares lean towards what runs
+on one thread; pinned to one core (``taskset -c 0 python benchmarks/step_profile.py``) the
+parts add up to ~90 % of the wall time and the shares are the step's own.
 """
 
 from __future__ import annotations
@@ -74,7 +79,10 @@ def main(argv) -> None:
         events = step_profile.trace_events(trace_dir)
     parts = step_profile.part_seconds(events, op_names, FLAGS.steps)
     busy = sum(parts.values())
-    cores = os.cpu_count() if jax.default_backend() == "cpu" else 1
+    cores = 1
+    if jax.default_backend() == "cpu":  # the cores this process may run on (taskset counts)
+        usable = getattr(os, "sched_getaffinity", None)
+        cores = len(usable(0)) if usable else os.cpu_count()
     print(
         json.dumps(
             {
@@ -94,6 +102,7 @@ def main(argv) -> None:
                 "top_instructions": step_profile.top_instructions(events, op_names, FLAGS.steps),
                 "device": jax.devices()[0].device_kind,
                 "cpu_count": os.cpu_count(),
+                "cores_usable": cores,
                 "jax": jax.__version__,
             }
         )
