@@ -23,9 +23,9 @@ by part, from the config alone (no tracing). Conventions (``CONVENTION``):
   ``recompute``, and not in ``total`` (MFU is model FLOPs over peak; XLA's count includes it).
 
 Known differences from XLA's cost analysis (``xla_step_flops``), a few percent in all where
-matmuls dominate (measured: analytic / XLA = 0.98-0.99 for the small and base presets; 0.79 for
-the tiny one, whose 32-wide layers leave the elementwise work a fifth of the step): XLA counts
-elementwise ops (higher: GELU alone is dozens of FLOPs per element); it skips convolution taps
+matmuls dominate (measured: analytic / XLA = 0.986-1.004 for the small and base presets; 0.92-0.93
+for the tiny one, whose 32-wide layers leave the elementwise work a larger share): XLA counts
+elementwise ops (higher: GELU is over ten FLOPs per element); it skips convolution taps
 on padding (lower: the positional conv and the audio pooler's convs on short utterances); it
 counts a while loop's body once, so the positional conv's kernel gradient (a scan over its
 taps, ``layers.grouped_conv1d``) appears at 1/kernel of its cost (lower).
