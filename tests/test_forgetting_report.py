@@ -171,10 +171,23 @@ def test_findings_name_the_budgets_where_a_start_keeps_more_when_not_all_do():
         rows.append(_row("vgsplus_w2v2", 0.5, seed, 150, 10.0, 10.0))
     text = "\n".join(forgetting_rows.summarise(rows, sweep="hand")["findings"])
     assert (
-        "Beyond the seed spread, VGS+ starts keep more than the VGS start only at α = 0.1 "
-        "after 150 SSL steps; no α does at every budget" in text
+        "Beyond the seed spread, VGS+ starts keep more than the VGS start at α = 0.1 after "
+        "150 SSL steps; after 100 SSL steps no α does: the difference shows as the SSL phase "
+        "grows." in text
     )
     assert "(above every VGS seed)" in text
+    # The other way round (more at 100 steps, not at 150): no trend, no protection claimed.
+    rows = _rows([18.0, 19.0, 20.0])
+    for seed in (0, 1, 2):
+        rows.append(_row("vgs_w2v2", 1.0, seed, 150, 35.0, 15 + seed))
+        rows.append(_row("vgsplus_w2v2", 0.1, seed, 150, 20.0, 12.0 + 3 * seed, moved=0.2))
+        rows.append(_row("vgsplus_w2v2", 0.5, seed, 150, 10.0, 10.0))
+    findings = forgetting_rows.summarise(rows, sweep="hand")["findings"]
+    assert 3 <= len(findings) <= 5
+    assert (
+        "at α = 0.1 after 100 SSL steps only; after 150 SSL steps no α does; no α does at every "
+        "budget, so this sweep does not establish" in "\n".join(findings)
+    )
 
 
 def test_report_writes_tables_plots_and_replaces_its_docs_section(tmp_path):
@@ -276,3 +289,22 @@ def test_two_run_forgetting_sweep_trains_evaluates_and_reports(tiny_data_dir, tm
     text = page.read_text()
     assert text.startswith("# Results: the demo study") and forgetting.END in text
     assert "![forgetting_curves](images/sweep_forgetting_curves.png)" in text
+
+
+def test_curves_show_each_starts_longest_budget(tmp_path):
+    # A sweep extended from 150 to 250 steps has curve runs at both: the 250 one is drawn.
+    rows = []
+    for budget in (150, 250):
+        row = _row("vgsplus_w2v2", 0.1, 0, budget, 20.0, 18.0)
+        history = f"runs/{row['run']}/eval_history.jsonl"
+        (tmp_path / history).parent.mkdir(parents=True)
+        lines = [
+            {"step": 200 + s, "metrics": {"s2i_r10": 50.0 - s / 50}}
+            for s in range(0, budget + 1, 50)
+        ]
+        (tmp_path / history).write_text("".join(json.dumps(e) + "\n" for e in lines))
+        row["forgetting"]["history"] = history
+        rows.append(row)
+    drawn = forgetting_rows.curves(str(tmp_path), rows)
+    assert [c["run"] for c in drawn] == [rows[1]["run"]]
+    assert drawn[0]["steps"] == [0, 50, 100, 150, 200, 250]

@@ -9,6 +9,7 @@ import json
 import math
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -135,13 +136,13 @@ def test_the_forgetting_preset_runs_the_demo_studys_models_cut_to_its_budgets(tm
     settings = configs.sweep.get_config("forgetting")
     settings.out = str(tmp_path / "sweep")
     specs = {s.name: s for s in plan.expand(settings)}
-    assert len(specs) == 3 * (5 + 1) * 3
+    assert len(specs) == 4 * (5 + 1) * 3
     # The demo study's (VGS+, W2V2) at α = 0.3 and seed 1, its out the sweep's folder.
     demo = configs.study.get_config("demo")
     demo.out, demo.vgsplus_alpha = settings.out, 0.3
     study = study_plan.model_config(demo, "vgsplus_w2v2", 1)
     assert [p.steps for p in study.phases] == [200, 500]
-    for budget in (0, 100, 150):
+    for budget in (0, 100, 150, 250):
         config = plan.run_config_of(
             settings, specs[f"template-frac1-p200+{budget}-vgsplus_w2v2-a0.3-seed1"]
         )
@@ -156,7 +157,7 @@ def test_the_forgetting_preset_runs_the_demo_studys_models_cut_to_its_budgets(tm
         assert config.to_json() == study_copy.to_json()
     # The curves: seed 0 at the largest budget, one run per start.
     curves = plan.curve_runs(settings, plan.expand(settings))
-    assert len(curves) == 6 and all(n.startswith("template-frac1-p200+150-") for n in curves)
+    assert len(curves) == 6 and all(n.startswith("template-frac1-p200+250-") for n in curves)
     assert all(n.endswith("-seed0") for n in curves)
 
 
@@ -197,18 +198,25 @@ def test_dry_run_lists_each_first_phase_once(tmp_path):
     assert not os.path.exists(settings.out)
 
 
-def test_the_forgetting_preset_prints_its_plan():
+def test_the_forgetting_preset_prints_its_plan(tmp_path):
     done = subprocess.run(
-        [sys.executable, "launch/sweep.py", "--config=configs/sweep.py:forgetting", "--dry_run"],
+        [
+            sys.executable,
+            "launch/sweep.py",
+            "--config=configs/sweep.py:forgetting",
+            f"--config.out={tmp_path / 'sweep'}",  # not a checkout's finished sweep
+            "--dry_run",
+        ],
         capture_output=True,
         text=True,
         cwd=ROOT,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "54 runs sharing 18 first phases of 200 steps" in done.stdout
-    assert "template-frac1-p200+150-vgsplus_w2v2-a0.9-seed2" in done.stdout
+    assert "72 runs sharing 18 first phases of 200 steps" in done.stdout
+    assert "template-frac1-p200+250-vgsplus_w2v2-a0.9-seed2" in done.stdout
     total = done.stdout.strip().splitlines()[-1]
-    minutes = float(total.rsplit("; ", 1)[1].split()[0])
+    value, unit = re.search(r"estimated ([\d.]+) (min|h)\b", total).groups()
+    minutes = float(value) * (60 if unit == "h" else 1)
     assert minutes <= 120, total  # the preset fits 2 hours by its own estimate
 
 

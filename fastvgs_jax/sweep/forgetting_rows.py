@@ -305,11 +305,20 @@ def _distances(rows: Sequence[Mapping], budget: int) -> dict:
 def curves(folder: str, rows: Sequence[Mapping]) -> list[dict]:
     """The forgetting curves of the lowest seed that has them: per start, the history
     subset's S→I R@10 and best hook-layer ABX over the second phase (steps since the
-    switch)."""
+    switch). A start with curves at several budgets (a sweep extended to a longer one) shows
+    the longest."""
     have = [r for r in rows if (r.get("forgetting") or {}).get("history")]
     if not have:
         return []
     seed = min(int(r["seed"]) for r in have)
+    longest: dict = {}
+    for row in have:
+        if int(row["seed"]) == seed:
+            key = (str(row["schedule"]), _start_key(row))
+            steps = int(row["forgetting"]["second_phase"]["steps"])
+            if key not in longest or steps > longest[key][0]:
+                longest[key] = (steps, row["run"])
+    have = [r for r in have if r["run"] in {run for _, run in longest.values()}]
     out = []
     for row in sorted(have, key=lambda r: (str(r["schedule"]), _start_sort(_start_key(r)))):
         if int(row["seed"]) != seed:
