@@ -133,38 +133,7 @@ def findings(summary: Mapping) -> list[str]:
                 "keeps more retrieval than the VGS start beyond the seed spread."
             )
         elif any(above_at.values()):
-            alphas_by_budgets: dict[tuple, list] = {}
-            for alpha in sorted(set().union(*above_at.values())):
-                kept_at = tuple(b for b in above_at if alpha in above_at[b])
-                alphas_by_budgets.setdefault(kept_at, []).append(f"{alpha:g}")
-
-            def suffix(kept_at: tuple) -> bool:  # that budget and every longer one
-                return kept_at == tuple(budgets[budgets.index(kept_at[0]) :])
-
-            def holds_on(kept_at: tuple) -> str:
-                if suffix(kept_at) and len(kept_at) > 1:
-                    return f"from {kept_at[0]} SSL steps on"
-                if suffix(kept_at):
-                    return f"after {kept_at[0]} SSL steps"
-                return f"after {_and([str(b) for b in kept_at])} SSL steps only"
-
-            where = [
-                f"α = {_and(alphas)} {holds_on(kept_at)}"
-                for kept_at, alphas in alphas_by_budgets.items()
-            ]
-            none_at = [str(b) for b in budgets if not above_at.get(b)]
-            growing = any(suffix(kept_at) for kept_at in alphas_by_budgets)
-            lines.append(
-                "Beyond the seed spread, VGS+ starts keep more than the VGS start at "
-                f"{_and(where)}"
-                + (f"; after {_and(none_at)} SSL steps no α does" if none_at else "")
-                + (
-                    ": the difference shows as the SSL phase grows."
-                    if growing
-                    else "; no α does at every budget, so this sweep does not establish that "
-                    "a VGS+ start protects retrieval through the SSL phase."
-                )
-            )
+            lines.append(_where_kept(budgets, above_at))
         else:
             lines.append(
                 "No α keeps more retrieval than the VGS start beyond the seed spread at every "
@@ -202,6 +171,42 @@ def findings(summary: Mapping) -> list[str]:
     if why:
         lines.append(why)
     return lines
+
+
+def _where_kept(budgets: Sequence[int], above_at: Mapping[int, set]) -> str:
+    """The verdict when some α keep more than the VGS start beyond the seed spread at some
+    budgets but none at all: which α at which budgets ("from B on" when it holds at B and
+    every longer budget), and whether that pattern grows with the SSL phase."""
+    alphas_by_budgets: dict[tuple, list] = {}
+    for alpha in sorted(set().union(*above_at.values())):
+        kept_at = tuple(b for b in budgets if alpha in above_at.get(b, ()))
+        alphas_by_budgets.setdefault(kept_at, []).append(f"{alpha:g}")
+
+    def suffix(kept_at: tuple) -> bool:  # that budget and every longer one
+        return kept_at == tuple(budgets[budgets.index(kept_at[0]) :])
+
+    def holds_on(kept_at: tuple) -> str:
+        if suffix(kept_at) and len(kept_at) > 1:
+            return f"from {kept_at[0]} SSL steps on"
+        if suffix(kept_at):
+            return f"after {kept_at[0]} SSL steps"
+        return f"after {_and([str(b) for b in kept_at])} SSL steps only"
+
+    where = [
+        f"α = {_and(alphas)} {holds_on(kept_at)}" for kept_at, alphas in alphas_by_budgets.items()
+    ]
+    none_at = [str(b) for b in budgets if not above_at.get(b)]
+    growing = any(suffix(kept_at) for kept_at in alphas_by_budgets)
+    return (
+        f"Beyond the seed spread, VGS+ starts keep more than the VGS start at {_and(where)}"
+        + (f"; after {_and(none_at)} SSL steps no α does" if none_at else "")
+        + (
+            ": the difference shows as the SSL phase grows."
+            if growing
+            else "; no α does at every budget, so this sweep does not establish that a VGS+ "
+            "start protects retrieval through the SSL phase."
+        )
+    )
 
 
 def _why(summary: Mapping, by: Mapping) -> str | None:
