@@ -187,28 +187,19 @@ def plot_curves(summary: Mapping, path: str) -> str | None:
     for curve in curves:
         style = _style(curve["start"], curve["alpha"], alphas)
         label = _label(curve["start"], curve["label"], curve["schedule"])
-        s2i = curve["metrics"].get("speech_to_image_r10")
-        if s2i is not None:
-            values = [np.nan if v is None else v for v in s2i]
-            axes[0].plot(
-                curve["steps"],
-                values,
-                marker=".",
-                label=label,
-                zorder=_zorder(curve["start"]),
-                **style,
-            )
         abx_name = abx_name or _abx_metric(curve["metrics"])
-        if abx_name and abx_name in curve["metrics"]:
-            values = [np.nan if v is None else v for v in curve["metrics"][abx_name]]
-            axes[1].plot(
-                curve["steps"],
-                values,
-                marker=".",
-                label=label,
-                zorder=_zorder(curve["start"]),
-                **style,
-            )
+        for ax, name in zip(axes, ("speech_to_image_r10", abx_name), strict=True):
+            series = curve["metrics"].get(name) if name else None
+            if series is not None:
+                values = [np.nan if v is None else v for v in series]
+                ax.plot(
+                    curve["steps"],
+                    values,
+                    marker=".",
+                    label=label,
+                    zorder=_zorder(curve["start"]),
+                    **style,
+                )
     axes[0].set_title("history subset: S→I R@10 (%)", fontsize=10)
     layer = abx_name.split("/", 1)[1].replace("_", " ") if abx_name else "–"
     axes[1].set_title(f"history subset: ABX within speaker, {layer} (error %)", fontsize=10)
