@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import sys
 import tempfile
 import time
 
@@ -29,9 +30,12 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from configs.model import get_config
-from fastvgs_jax.models import fastvgs, speech
-from fastvgs_jax.train import objectives, step_profile
+# Run as a script: the checkout's root (configs/) is not on sys.path by itself.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from configs.model import get_config  # noqa: E402
+from fastvgs_jax.models import fastvgs, speech  # noqa: E402
+from fastvgs_jax.train import objectives, step_profile  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("size", "base", "Model size preset (configs/model.py).")
@@ -40,6 +44,7 @@ flags.DEFINE_integer("batch", 4, "Utterances per step.")
 flags.DEFINE_float("seconds", 4.0, "Audio seconds per utterance.")
 flags.DEFINE_integer("steps", 3, "Traced steps.")
 flags.DEFINE_enum("precision", "fp32", ["fp32", "bf16"], "Compute dtype.")
+flags.DEFINE_integer("top", 10, "Costliest instructions to list.")
 flags.DEFINE_enum("prng_impl", "threefry2x32", ["threefry2x32", "rbg", "unsafe_rbg"], "PRNG.")
 
 
@@ -99,7 +104,9 @@ def main(argv) -> None:
                 "part_seconds_per_step": {k: round(v, 4) for k, v in parts.items()},
                 "part_share": {k: round(v / busy, 3) for k, v in parts.items()},
                 "busy_share": round(busy / (wall * cores), 3),
-                "top_instructions": step_profile.top_instructions(events, op_names, FLAGS.steps),
+                "top_instructions": step_profile.top_instructions(
+                    events, op_names, FLAGS.steps, FLAGS.top
+                ),
                 "device": jax.devices()[0].device_kind,
                 "cpu_count": os.cpu_count(),
                 "cores_usable": cores,

@@ -7,7 +7,6 @@ computed in ``dtype`` (fp32 or bf16) with fp32 parameters; softmax and norms run
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -217,55 +216,3 @@ class ClsMlp(nn.Module):
         embed = x.shape[-1]
         h = dense(2 * embed, ("embed", "mlp"), self.dtype, "fc1")(x)
         return dense(embed, ("mlp", "embed"), self.dtype, "fc2")(gelu(h))
-
-
-def _grouped_conv(x: jax.Array, kernel: jax.Array, pad: int, groups: int) -> jax.Array:
-    return jax.lax.conv_general_dilated(
-        x,
-        kernel,
-        window_strides=(1,),
-        padding=[(pad, pad)],
-        dimension_numbers=("NWC", "WIO", "NWC"),
-        feature_group_count=groups,
-    )
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def grouped_conv1d(x: jax.Array, kernel: jax.Array, pad: int, groups: int) -> jax.Array:
-    """Grouped 1-D convolution, stride 1, ``pad`` zeros on both sides.
-
-    x: [batch, length, channels]; kernel: [width, channels / groups, out_channels]
-    → [batch, length + 2·pad − width + 1, out_channels].
-
-    Same values as ``lax.conv_general_dilated``; the kernel gradient is computed as one
-    small matmul per tap (a scan) because XLA:CPU's gradient of a wide grouped conv (wav2vec2's
-    128-tap positional conv) is over 20× slower than the forward pass.
-    """
-    return _grouped_conv(x, kernel, pad, groups)
-
-
-def _grouped_conv_fwd(x, kernel, pad, groups):
-    return _grouped_conv(x, kernel, pad, groups), (x, kernel)
-
-
-def _grouped_conv_bwd(pad, groups, residuals, dy):
-    x, kernel = residuals
-    width, group_in, out_channels = kernel.shape
-    _, input_vjp = jax.vjp(lambda v: _grouped_conv(v, kernel, pad, groups), x)
-    (dx,) = input_vjp(dy)
-    batch, out_length, _ = dy.shape
-    padded = jnp.pad(x, ((0, 0), (pad, pad), (0, 0)))
-    padded = padded.reshape(batch, padded.shape[1], groups, group_in)
-    dy_groups = dy.reshape(batch, out_length, groups, out_channels // groups)
-
-    def tap(_, k):
-        window = jax.lax.dynamic_slice_in_dim(padded, k, out_length, axis=1)
-        return None, jnp.einsum(
-            "btgc,btgd->cgd", window, dy_groups, preferred_element_type=jnp.float32
-        )
-
-    _, dkernel = jax.lax.scan(tap, None, jnp.arange(width))
-    return dx, dkernel.reshape(width, group_in, out_channels).astype(kernel.dtype)
-
-
-grouped_conv1d.defvjp(_grouped_conv_fwd, _grouped_conv_bwd)

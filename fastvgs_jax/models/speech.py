@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from fastvgs_jax.frames import FrameGeometry
-from fastvgs_jax.models import layers, logmel, vgs
+from fastvgs_jax.models import conv1d, layers, logmel, vgs
 
 
 def frame_geometry(config: ml_collections.ConfigDict) -> FrameGeometry:
@@ -56,18 +56,7 @@ class ConvFeatureExtractor(nn.Module):
             raise ValueError(f"unknown CNN norm {self.norm!r}; expected 'group' or 'layer'")
         x = audio[..., None].astype(self.dtype)
         for i, (c, k, s) in enumerate(zip(self.channels, self.kernels, self.strides, strict=True)):
-            x = nn.Conv(
-                c,
-                (k,),
-                (s,),
-                padding="VALID",
-                use_bias=self.use_bias,
-                dtype=self.dtype,
-                kernel_init=layers.partitioned(
-                    nn.initializers.he_normal(), (None, "conv_in", "conv_out")
-                ),
-                name=f"conv_{i}",
-            )(x)
+            x = StridedConv(c, k, s, self.use_bias, self.dtype, name=f"conv_{i}")(x)
             if self.norm == "group" and i == 0:
                 x = nn.GroupNorm(
                     num_groups=c,
@@ -81,6 +70,33 @@ class ConvFeatureExtractor(nn.Module):
                 x = layers.layer_norm(1e-5, f"norm_{i}", "conv_out")(x)
             x = layers.gelu(x).astype(self.dtype)
         return x
+
+
+class StridedConv(nn.Module):
+    """A "VALID" strided conv over time with flax.linen.Conv's parameters (``kernel``
+    [width, in, out], He-normal; ``bias``), computed by ``conv1d.strided_conv1d``."""
+
+    features: int
+    width: int
+    stride: int
+    use_bias: bool = False
+    dtype: layers.Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """x: [batch, length, in] → [batch, (length − width) // stride + 1, features]."""
+        kernel = self.param(
+            "kernel",
+            layers.partitioned(nn.initializers.he_normal(), (None, "conv_in", "conv_out")),
+            (self.width, x.shape[-1], self.features),
+        )
+        y = conv1d.strided_conv1d(x.astype(self.dtype), kernel.astype(self.dtype), self.stride)
+        if self.use_bias:
+            bias = self.param(
+                "bias", layers.partitioned(nn.initializers.zeros, ("conv_out",)), (self.features,)
+            )
+            y = y + bias.astype(self.dtype)
+        return y
 
 
 class LogMelFrontend(nn.Module):
@@ -183,7 +199,7 @@ class PositionalConv(nn.Module):
         norms = jnp.sqrt(jnp.sum(jnp.square(direction), axis=(1, 2), keepdims=True))
         kernel = (magnitude[:, None, None] * direction / norms).astype(self.dtype)
         pad = self.kernel // 2
-        y = layers.grouped_conv1d(x.astype(self.dtype), kernel, pad, self.groups)
+        y = conv1d.grouped_conv1d(x.astype(self.dtype), kernel, pad, self.groups)
         if self.kernel % 2 == 0:
             y = y[:, :-1]
         return layers.gelu(y + bias.astype(self.dtype))

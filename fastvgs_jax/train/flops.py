@@ -28,7 +28,7 @@ for the tiny one, whose 32-wide layers leave the elementwise work a larger share
 elementwise ops (higher: GELU is over ten FLOPs per element); it skips convolution taps
 on padding (lower: the positional conv and the audio pooler's convs on short utterances); it
 counts a while loop's body once, so the positional conv's kernel gradient (a scan over its
-taps, ``layers.grouped_conv1d``) appears at 1/kernel of its cost (lower).
+taps, ``conv1d.grouped_conv1d``) appears at 1/kernel of its cost (lower).
 """
 
 from __future__ import annotations

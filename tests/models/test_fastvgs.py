@@ -232,30 +232,6 @@ def test_region_image_encoder_and_missing_input_errors():
         encoder.apply(variables, image=jnp.zeros((3, 64, 64, 3)))
 
 
-def test_grouped_conv_custom_gradient_matches_autodiff():
-    rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.standard_normal((2, 11, 8)), jnp.float32)
-    kernel = jnp.asarray(rng.standard_normal((6, 2, 8)), jnp.float32)
-
-    def reference(x, kernel):
-        return jax.lax.conv_general_dilated(
-            x,
-            kernel,
-            (1,),
-            [(3, 3)],
-            dimension_numbers=("NWC", "WIO", "NWC"),
-            feature_group_count=4,
-        )
-
-    def loss(conv):
-        return lambda x, k: jnp.sum(jnp.sin(conv(x, k)))
-
-    ours = jax.grad(loss(lambda x, k: layers.grouped_conv1d(x, k, 3, 4)), argnums=(0, 1))(x, kernel)
-    theirs = jax.grad(loss(reference), argnums=(0, 1))(x, kernel)
-    for a, b in zip(ours, theirs, strict=True):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
-
-
 def test_remat_keeps_parameter_names_and_gradients():
     x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 7, 8)), jnp.float32)
     grads = []
