@@ -34,6 +34,7 @@ from absl import app, flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs.model import get_config  # noqa: E402
+from fastvgs_jax import host_memory  # noqa: E402
 from fastvgs_jax.models import fastvgs, speech  # noqa: E402
 from fastvgs_jax.train import objectives, step_profile  # noqa: E402
 
@@ -50,6 +51,7 @@ flags.DEFINE_enum("prng_impl", "threefry2x32", ["threefry2x32", "rbg", "unsafe_r
 
 def main(argv) -> None:
     del argv
+    host_memory.keep_freed_memory()  # as every launcher: large buffers stay mapped
     config = copy.deepcopy(get_config(FLAGS.size))
     config.num_layers = FLAGS.layers
     config.vgs_layer = min(config.vgs_layer, config.num_layers)

@@ -30,6 +30,7 @@ import copy
 import json
 import os
 import platform
+import resource
 import statistics
 import tempfile
 import threading
@@ -44,6 +45,7 @@ import step_timing  # this directory
 from absl import app, flags
 from ml_collections import config_flags
 
+from fastvgs_jax import host_memory
 from fastvgs_jax.convert import wav2vec2 as convert
 from fastvgs_jax.models import fastvgs, masking, speech
 from fastvgs_jax.train import flops as flops_lib
@@ -76,6 +78,13 @@ def _define_flags() -> None:
     )
     flags.DEFINE_enum(
         "precision", "fp32", ["fp32", "bf16"], "Compute dtype (bf16: HF under torch.autocast)."
+    )
+    flags.DEFINE_enum(
+        "host_memory",
+        "keep",
+        list(host_memory.MODES),
+        "keep: freed host memory stays mapped (fastvgs_jax.host_memory, as launch/train.py);"
+        " system: the C library's default, large buffers page-fault at every step.",
     )
     flags.DEFINE_bool("full", False, "Also compare the full base encoder (--full_layers).")
     flags.DEFINE_integer("full_layers", 12, "Transformer layers of the --full comparison.")
@@ -176,26 +185,30 @@ def hf_step(
 
 
 def alternate(
-    steps: dict[str, Callable[[int], None]], repeats: int, pause: float, warmup: int = 2
-) -> tuple[dict[str, list[float]], dict[str, int]]:
+    steps: dict[str, Callable[[int], None]], repeats: int, pause: float, warmup: int = 3
+) -> tuple[dict[str, list[float]], dict[str, int], dict[str, float]]:
     """Run ``steps`` in turn (a, b, a, b, ...) ``repeats`` times after ``warmup`` untimed
     rounds (compiles, autotuning, allocator growth); returns ({name: wall seconds of each
-    step}, {name: peak resident-set growth in bytes during its steps})."""
+    step}, {name: peak resident-set growth in bytes during its steps}, {name: median minor
+    page faults per step: fresh pages the allocator hands out, ~0 once freed memory is kept})."""
     for _ in range(warmup):
         for run in steps.values():
             run(0)
     times = {name: [] for name in steps}
+    faults = {name: [] for name in steps}
     peaks = dict.fromkeys(steps, 0)
     for i in range(repeats):
         for name, run in steps.items():
             if pause:
                 time.sleep(pause)  # OpenMP / Eigen workers of the other side stop spinning
             with PeakRss() as rss:
+                before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
                 start = time.perf_counter()
                 run(i)
                 times[name].append(time.perf_counter() - start)
+                faults[name].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
             peaks[name] = max(peaks[name], rss.peak)
-    return times, peaks
+    return times, peaks, {name: statistics.median(f) for name, f in faults.items()}
 
 
 def compare(
@@ -258,7 +271,7 @@ def compare(
     run_hf = hf_step(hf, audio, masked, negatives, precision, device)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    times, peaks = alternate({"ours": run_ours, "hf": run_hf}, repeats, pause)
+    times, peaks, faults = alternate({"ours": run_ours, "hf": run_hf}, repeats, pause)
     hf_device_mb = None
     if device == "cuda":
         hf_device_mb = round(torch.cuda.max_memory_allocated() / 2**20, 1)
@@ -290,6 +303,8 @@ def compare(
         "hf_step_seconds_all": [round(t, 4) for t in times["hf"]],
         "ours_peak_rss_growth_mb": round(peaks["ours"] / 2**20, 1),
         "hf_peak_rss_growth_mb": round(peaks["hf"] / 2**20, 1),
+        "ours_page_faults_per_step": faults["ours"],
+        "hf_page_faults_per_step": faults["hf"],
         "ours_xla_memory_mb": None if xla_bytes is None else round(xla_bytes / 2**20, 1),
         "ours_peak_device_mb_process": None if jax_peak is None else round(jax_peak / 2**20, 1),
         "hf_peak_device_mb": hf_device_mb,
@@ -318,6 +333,7 @@ def compare(
 
 def main(argv) -> None:
     del argv
+    kept = host_memory.keep_freed_memory(FLAGS.host_memory)  # before any thread allocates
     import torch  # noqa: PLC0415 (parity extra)
     import transformers  # noqa: PLC0415
 
@@ -341,6 +357,7 @@ def main(argv) -> None:
             f"{r['config']['num_layers']}_layers": r["speedup_vs_hf"]
             for r in (result, result["full"])
         }
+    result["host_memory"] = FLAGS.host_memory if kept else "system"
     result["versions"] = {
         "jax": jax.__version__,
         "torch": torch.__version__,

@@ -71,6 +71,9 @@ def _study_mix(steps: int) -> dict[str, int]:
 
 
 def main(argv) -> None:
+    from fastvgs_jax import host_memory  # noqa: PLC0415
+
+    host_memory.keep_freed_memory()  # as every launcher: large buffers stay mapped
     import jax
     import numpy as np
     import step_timing

@@ -218,7 +218,9 @@ def _run_vs_hf(name: str) -> dict:
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         pause = 0.5 if jax.default_backend() == "cpu" else 0.0  # CPU: the other's threads idle
-        times, _ = step_vs_hf.alternate({"ours": run_ours, "hf": run_hf}, FLAGS.hf_repeats, pause)
+        times, _, _ = step_vs_hf.alternate(
+            {"ours": run_ours, "hf": run_hf}, FLAGS.hf_repeats, pause
+        )
     except Exception as error:  # noqa: BLE001 - the parent retries smaller on running out
         if not _out_of_memory(error):
             raise
@@ -322,6 +324,9 @@ def _compare_with_hf(name: str, step: dict) -> dict:
 
 def main(argv) -> None:
     del argv
+    from fastvgs_jax import host_memory  # noqa: PLC0415
+
+    host_memory.keep_freed_memory()  # as every launcher: large buffers stay mapped
     if FLAGS._child:
         run = _run_step if FLAGS._part == "step" else _run_vs_hf
         print(json.dumps(run(FLAGS._child)))

@@ -1,6 +1,7 @@
 """What every launcher (``launch/*.py``) shares: a user's mistake ends the command with one
 line ``error: …`` on stderr and exit status 2, without a traceback (set the environment
-variable ``FASTVGS_VERBOSE=1`` to print it too, before the error line).
+variable ``FASTVGS_VERBOSE=1`` to print it too, before the error line). Every launcher keeps
+freed host memory mapped (``fastvgs_jax.host_memory``; ``FASTVGS_HOST_MEMORY=system`` opts out).
 
     from fastvgs_jax import cli
     if __name__ == "__main__":
@@ -25,8 +26,11 @@ from collections.abc import Callable, Sequence
 
 from absl import app, flags
 
+from fastvgs_jax import host_memory
+
 EXIT_USAGE = 2
 VERBOSE_ENV = "FASTVGS_VERBOSE"
+HOST_MEMORY_ENV = "FASTVGS_HOST_MEMORY"
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 _LIBRARIES = tuple(
@@ -101,6 +105,8 @@ def run(main: Callable, argv: Sequence[str] | None = None) -> None:
 def _guarded(main: Callable) -> Callable:
     def guarded_main(argv):
         try:
+            # Before JAX starts its threads; FASTVGS_HOST_MEMORY=system keeps glibc's defaults.
+            host_memory.keep_freed_memory(os.environ.get(HOST_MEMORY_ENV, "keep"))
             return main(argv)
         except Exception as error:
             if not is_user_error(error):

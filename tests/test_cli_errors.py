@@ -18,9 +18,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = "--config=configs/w2v2_vgs.py:tiny,tiny,70"
 
 
-def _fails(launcher: str, *args: str) -> str:
+def _fails(launcher: str, *args: str, **environ: str) -> str:
     """Runs ``launch/LAUNCHER.py ARGS`` and returns its error line, checking the contract."""
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", **environ}
     env.pop("FASTVGS_VERBOSE", None)
     done = subprocess.run(
         [sys.executable, os.path.join("launch", f"{launcher}.py"), *args],
@@ -54,6 +54,12 @@ def test_train_mistakes_leave_no_workdir(tmp_path, args, expected):
     for text in expected:
         assert text in line, line
     assert not workdir.exists()
+
+
+def test_an_unknown_host_memory_mode_is_named(tmp_path):
+    line = _fails("train", TINY, f"--workdir={tmp_path}/r", FASTVGS_HOST_MEMORY="huge")
+    assert "'huge'" in line and "keep" in line, line
+    assert not (tmp_path / "r").exists()
 
 
 def test_train_with_zero_steps_names_the_config_argument(tmp_path):
