@@ -23,7 +23,9 @@ import ctypes.util
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 _M_ARENA_MAX = -8
-_MAX_TRIM = 2**31 - 1  # mallopt takes an int: trim only above 2 GB of free heap top
+# mallopt's int −1 becomes glibc's size_t threshold SIZE_MAX: the heap top is never trimmed
+# (2**31 − 1, the largest positive int, still trims a 12-layer step's 2+ GB of freed buffers).
+_NEVER_TRIM = -1
 
 MODES = ("keep", "system")
 
@@ -41,5 +43,5 @@ def keep_freed_memory(mode: str = "keep") -> bool:
     mallopt = getattr(ctypes.CDLL(name), "mallopt", None)
     if mallopt is None:
         return False
-    settings = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, _MAX_TRIM))
+    settings = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, _NEVER_TRIM))
     return all(mallopt(parameter, value) == 1 for parameter, value in settings)
