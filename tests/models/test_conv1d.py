@@ -51,3 +51,20 @@ def test_strided_conv_values_and_gradients_match_autodiff(length, width, stride)
     for a, b in zip(ours, theirs, strict=True):
         assert a.shape == b.shape
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+
+
+def _gradient_module(conv, x, kernel, platform: str) -> str:
+    """The StableHLO of the gradient, lowered for ``platform`` (no such device needed)."""
+    grad = jax.jit(jax.grad(lambda x, k: jnp.sum(conv(x, k)), argnums=(0, 1)))
+    return jax.export.export(grad, platforms=(platform,))(x, kernel).mlir_module()
+
+
+def test_hand_written_gradients_are_for_the_cpu_only():
+    x, kernel = jnp.ones((2, 23, 8)), jnp.ones((6, 2, 8))
+    grouped = lambda x, k: conv1d.grouped_conv1d(x, k, 3, 4)  # noqa: E731
+    assert "stablehlo.while" in _gradient_module(grouped, x, kernel, "cpu")  # the per-tap scan
+    assert "stablehlo.while" not in _gradient_module(grouped, x, kernel, "tpu")
+    strided = lambda x, k: conv1d.strided_conv1d(x, k, 2)  # noqa: E731
+    kernel = jnp.ones((3, 8, 5))
+    assert "lhs_dilate" not in _gradient_module(strided, x, kernel, "cpu")  # phases
+    assert "lhs_dilate" in _gradient_module(strided, x, kernel, "tpu")  # XLA's own
