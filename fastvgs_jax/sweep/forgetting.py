@@ -49,7 +49,7 @@ import shutil
 import sys
 from collections.abc import Mapping, Sequence
 
-from fastvgs_jax.sweep.forgetting_report import _and, tables_markdown
+from fastvgs_jax.sweep.forgetting_report import and_list, tables_markdown
 from fastvgs_jax.sweep.forgetting_rows import LABELS, curves, summarise
 from fastvgs_jax.sweep.results import json_safe, load_rows
 
@@ -104,8 +104,8 @@ def section(summary: Mapping, folder: str, images: Sequence[tuple[str, str]]) ->
             f"<!-- Written by `python -m fastvgs_jax.sweep.forgetting --sweep={folder} --docs=…` "
             "from that folder's sweep.jsonl; do not edit by hand. -->",
             "",
-            f"{_and(models)}: a first phase of {', '.join(map(str, summary['first_steps']))} "
-            f"steps, then {_and(seconds)} for {budgets} steps, seeds "
+            f"{and_list(models)}: a first phase of {', '.join(map(str, summary['first_steps']))} "
+            f"steps, then {and_list(seconds)} for {budgets} steps, seeds "
             f"{', '.join(map(str, summary['seeds']))} (how sweeps run: [sweeps.md](sweeps.md)). "
             "Retention over chance = (end − chance) / (switch − chance) of test S→I R@10.",
             "",

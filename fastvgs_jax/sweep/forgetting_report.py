@@ -34,7 +34,8 @@ def _alphas(entries: Sequence[Mapping]) -> str:
     return ", ".join(f"{e['alpha']:g}" for e in entries)
 
 
-def _and(items: Sequence[str]) -> str:
+def and_list(items: Sequence[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
     items = list(items)
     return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
 
@@ -190,16 +191,17 @@ def _where_kept(budgets: Sequence[int], above_at: Mapping[int, set]) -> str:
             return f"from {kept_at[0]} SSL steps on"
         if suffix(kept_at):
             return f"after {kept_at[0]} SSL steps"
-        return f"after {_and([str(b) for b in kept_at])} SSL steps only"
+        return f"after {and_list([str(b) for b in kept_at])} SSL steps only"
 
     where = [
-        f"α = {_and(alphas)} {holds_on(kept_at)}" for kept_at, alphas in alphas_by_budgets.items()
+        f"α = {and_list(alphas)} {holds_on(kept_at)}"
+        for kept_at, alphas in alphas_by_budgets.items()
     ]
     none_at = [str(b) for b in budgets if not above_at.get(b)]
     growing = any(suffix(kept_at) for kept_at in alphas_by_budgets)
     return (
-        f"Beyond the seed spread, VGS+ starts keep more than the VGS start at {_and(where)}"
-        + (f"; after {_and(none_at)} SSL steps no α does" if none_at else "")
+        f"Beyond the seed spread, VGS+ starts keep more than the VGS start at {and_list(where)}"
+        + (f"; after {and_list(none_at)} SSL steps no α does" if none_at else "")
         + (
             ": the difference shows as the SSL phase grows."
             if growing

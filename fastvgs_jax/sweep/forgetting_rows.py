@@ -311,18 +311,14 @@ def curves(folder: str, rows: Sequence[Mapping]) -> list[dict]:
     if not have:
         return []
     seed = min(int(r["seed"]) for r in have)
-    longest: dict = {}
-    for row in have:
+    longest: dict = {}  # (schedule, start) → that start's row with the longest second phase
+    for row in sorted(have, key=lambda r: int(r["forgetting"]["second_phase"]["steps"])):
         if int(row["seed"]) == seed:
-            key = (str(row["schedule"]), _start_key(row))
-            steps = int(row["forgetting"]["second_phase"]["steps"])
-            if key not in longest or steps > longest[key][0]:
-                longest[key] = (steps, row["run"])
-    have = [r for r in have if r["run"] in {run for _, run in longest.values()}]
+            longest[(str(row["schedule"]), _start_key(row))] = row
     out = []
-    for row in sorted(have, key=lambda r: (str(r["schedule"]), _start_sort(_start_key(r)))):
-        if int(row["seed"]) != seed:
-            continue
+    for row in sorted(
+        longest.values(), key=lambda r: (str(r["schedule"]), _start_sort(_start_key(r)))
+    ):
         path = os.path.join(folder, row["forgetting"]["history"])
         if not os.path.exists(path):
             continue
