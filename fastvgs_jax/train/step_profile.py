@@ -38,11 +38,15 @@ LOSS_PART = "loss_and_other"  # losses, negatives, gradient glue: no module scop
 # Trace events that are the runtime's own bookkeeping, not an HLO instruction.
 _RUNTIME_EVENT = re.compile(
     r"^(\$|end: |Thunk|Threadpool|Wait for|Pjit|Slinky|CommonPjRt|PjRt|TfrtCpu"
+    r"|ParseArguments|AllocateOutputBuffers|Handle input"  # PjRt's argument handling
     r"|while\b|conditional\b|call\b)"  # control flow: its body's instructions are events too
 )
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = [^(]*?\w+\((.*?)\)")
 _OP_NAME = re.compile(r'op_name="([^"]*)"')
 _OPERAND = re.compile(r"%([\w.\-]+)")
+_DEFINED = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = ")
+_COMPUTATION = re.compile(r"^(?:ENTRY )?%([\w.\-]+) ")  # a computation's first line
+_CALLED = re.compile(r"(?:condition|body|to_apply|calls|branch_computations)=\{?([^}]*?)\}?(?:,|$)")
 
 
 def instruction_op_names(hlo_text: str, depth: int = 3) -> dict[str, str]:
@@ -50,18 +54,30 @@ def instruction_op_names(hlo_text: str, depth: int = 3) -> dict[str, str]:
 
     Instructions that XLA made itself (a convolution's kernel gradient rewritten as another
     convolution, the transposes feeding it) carry no op_name; they take the op_name of the
-    nearest operand (up to ``depth`` steps back) that has one.
+    nearest operand (up to ``depth`` steps back) that has one, else that of their first named
+    user (a copy of a parameter), else that of the instruction whose called computation holds
+    them (a while loop's counter copies: the loop's op_name).
     """
-    named, operands = {}, {}
+    named, operands, caller_of, computation_of = {}, {}, {}, {}
+    computation = None
     for line in hlo_text.splitlines():
-        match = _INSTRUCTION.match(line)
-        if not match:
+        header = _COMPUTATION.match(line)
+        if header:
+            computation = header.group(1)
             continue
-        name = match.group(1)
-        operands[name] = _OPERAND.findall(match.group(2))
+        defined = _DEFINED.match(line)
+        if not defined:
+            continue
+        name = defined.group(1)
+        computation_of[name] = computation
+        for called in _CALLED.findall(line):  # a while's tuple type defeats _INSTRUCTION
+            for callee in _OPERAND.findall(called):
+                caller_of.setdefault(callee, name)
         op_name = _OP_NAME.search(line)
         if op_name and name not in named:
             named[name] = op_name.group(1)
+        match = _INSTRUCTION.match(line)
+        operands[name] = _OPERAND.findall(match.group(2)) if match else []
     names = dict(named)
     for name in operands:
         frontier = operands[name]
@@ -72,6 +88,22 @@ def instruction_op_names(hlo_text: str, depth: int = 3) -> dict[str, str]:
             if found:
                 names[name] = found[0]
             frontier = [p for o in frontier for p in operands.get(o, ())]
+    users: dict[str, list] = {}
+    for name, inputs in operands.items():
+        for operand in inputs:
+            users.setdefault(operand, []).append(name)
+    for name in operands:
+        if name in names:
+            continue
+        used_by = [names[u] for u in users.get(name, ()) if u in names]
+        if used_by:  # a copy or broadcast of a parameter: the op that reads it
+            names[name] = used_by[0]
+            continue
+        caller = caller_of.get(computation_of[name])
+        while name not in names and caller is not None:
+            if caller in names:
+                names[name] = names[caller]
+            caller = caller_of.get(computation_of.get(caller))
     return names
 
 

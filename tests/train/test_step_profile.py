@@ -30,6 +30,28 @@ def test_op_names_come_from_metadata_or_the_nearest_named_operand():
     assert step_profile.part_of(names["transpose_copy_fusion.2"]) == "cnn"
 
 
+# A while loop (its tuple type, its body's counter copy) and a copy of a parameter.
+LOOP_HLO = """
+%body.1 (arg.1: (s32[], f32[4])) -> (s32[], f32[4]) {
+  %arg.1 = (s32[], f32[4]{0}) parameter(0)
+  %gte.2 = s32[] get-tuple-element(%arg.1), index=0
+  %copy.3 = s32[] copy(%gte.2)
+}
+
+ENTRY %main.9 (p0: f32[4,8], p1: f32[8,8]) -> f32[4,8] {
+  %while.4 = (s32[], f32[4]{0}) while(%tuple.0), condition=%cond.1, body=%body.1, metadata={op_name="jit(f)/speech_encoder/positional_conv/while"}
+  %copy.5 = f32[8,8]{0,1} copy(%p1)
+  ROOT %dot.6 = f32[4,8]{1,0} dot(%p0, %copy.5), metadata={op_name="jit(f)/speech_encoder/transformer/layer_0/mlp_in/dot_general"}
+}
+"""  # noqa: E501
+
+
+def test_unnamed_instructions_take_a_named_user_or_their_loop():
+    names = step_profile.instruction_op_names(LOOP_HLO)
+    assert step_profile.part_of(names["copy.3"]) == "positional_conv"
+    assert step_profile.part_of(names["copy.5"]) == "transformer"
+
+
 def test_parts_read_the_module_path_and_random_bits_come_first():
     part = step_profile.part_of
     assert part("jit(f)/speech_encoder/transformer/layer_0/dropout/jit(_threefry_split)") == (
